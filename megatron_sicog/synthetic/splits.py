@@ -1,0 +1,230 @@
+"""Build and write the splits of the synthetic world (the tiny demo's data).
+
+Splits, all disjoint by scene key (`scene.scene_key`), sampled in a fixed order
+(eval first, so the eval set depends only on `seed` and `num_eval`):
+
+=================  =======  ==================================================
+split              default  files
+=================  =======  ==================================================
+eval               200      ``eval.jsonl`` (scene graph, caption, CoD, questions
+                            with answers; never trained on)
+align              2000     ``align.jsonl`` (plain short captions, base-model
+                            alignment pre-training, LLaVA records)
+seed               300      ``seed.jsonl`` (one CoD record + one CoT record per
+                            question, LLaVA records; stage-1 training)
+unlabelled         1000     ``unlabelled_images.jsonl`` (id, image, CoD prompt),
+                            ``unlabelled_questions.jsonl`` (id, image, question,
+                            CoT prompt) and, apart, ``unlabelled_answers.jsonl``
+=================  =======  ==================================================
+
+Why these sizes: on 2 CPU cores the tiny model (16 image tokens, ~100-token
+responses) trains at a few hundred sequences per second and samples N=6
+candidates for ~1000 images + ~1000 questions in a few minutes, so
+align pre-training, stage 1 on the seed, generation, curation and
+re-pretraining fit the ~15 minute demo budget, while the unlabelled pool is
+3x the seed (the self-generated data must outnumber the seed for the
+scaling claim to be visible), and 200 eval images give accuracy with a
+standard error of about +-3.5 points.
+
+Every image is ``images/<id>.png``; ``scene_graphs.jsonl`` lists all of them
+with their split; ``manifest.json`` records the arguments, counts and
+response length statistics.
+"""
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Optional
+
+import numpy as np
+from tqdm import tqdm
+
+from .. import prompts
+from ..io import atomic_path, atomic_write_json, write_jsonl_atomic
+from .render import render_scene
+from .scene import Scene, SceneSampler, scene_key
+from .text import Question, align_caption, caption, cod_text, make_questions
+
+SPLIT_ORDER = ("eval", "align", "seed", "unlabelled")
+DEFAULT_SIZES = {"eval": 200, "align": 2000, "seed": 300, "unlabelled": 1000}
+QUESTIONS_PER_IMAGE = {"eval": 2, "align": 0, "seed": 2, "unlabelled": 1}
+ID_PREFIX = {"eval": "eval", "align": "align", "seed": "seed", "unlabelled": "unl"}
+
+
+@dataclass
+class Item:
+    """One image of a split: its id, scene, image path and questions."""
+
+    id: str
+    split: str
+    scene: Scene
+    questions: list[Question] = field(default_factory=list)
+
+    @property
+    def image(self) -> str:
+        return f"images/{self.id}.png"
+
+    def qid(self, k: int) -> str:
+        return f"{self.id}_q{k}"
+
+
+def sample_splits(
+    sizes: dict[str, int],
+    seed: int,
+    questions_per_image: Optional[dict[str, int]] = None,
+    max_objects: int = 3,
+    max_tries_per_item: int = 1000,
+) -> dict[str, list[Item]]:
+    """Scenes for every split, no scene key twice across all splits.
+
+    Each split draws from its own RNG stream (`seed`, split index), so a
+    split's content depends on its own size and the splits sampled before it.
+    """
+    qpi = dict(QUESTIONS_PER_IMAGE, **(questions_per_image or {}))
+    seen: set[str] = set()
+    out: dict[str, list[Item]] = {}
+    for index, split in enumerate(SPLIT_ORDER):
+        n = int(sizes.get(split, 0))
+        rng = np.random.default_rng([seed, index])
+        sampler = SceneSampler(rng, max_objects=max_objects)
+        items: list[Item] = []
+        tries = 0
+        while len(items) < n:
+            tries += 1
+            if tries > max_tries_per_item * max(n, 1):
+                raise RuntimeError(
+                    f"could not sample {n} distinct scenes for split {split!r} "
+                    f"({len(items)} found after {tries - 1} tries, {len(seen)} keys in use)"
+                )
+            scene = sampler.sample()
+            key = scene_key(scene)
+            if key in seen:
+                continue
+            seen.add(key)
+            item = Item(f"{ID_PREFIX[split]}_{len(items):05d}", split, scene)
+            item.questions = make_questions(scene, rng, qpi[split])
+            items.append(item)
+        out[split] = items
+    return out
+
+
+def _llava(rid: str, image: str, human: str, gpt: Optional[str] = None, **extra) -> dict:
+    conv = [{"from": "human", "value": human}]
+    if gpt is not None:
+        conv.append({"from": "gpt", "value": gpt})
+    return {"id": rid, "image": image, "conversations": conv, **extra}
+
+
+def align_records(items: Iterable[Item]) -> Iterator[dict]:
+    for it in items:
+        yield _llava(it.id, it.image, prompts.build_prompt("caption"), align_caption(it.scene))
+
+
+def seed_records(items: Iterable[Item]) -> Iterator[dict]:
+    """One CoD record per image, then one structured-CoT record per question."""
+    for it in items:
+        yield _llava(f"{it.id}_cod", it.image, prompts.build_prompt("cod"), cod_text(it.scene), task="caption")
+        for k, q in enumerate(it.questions):
+            yield _llava(it.qid(k), it.image, prompts.build_prompt("cot", q.question), q.cot,
+                         task="reasoning", question_type=q.type)
+
+
+def unlabelled_image_records(items: Iterable[Item]) -> Iterator[dict]:
+    """Images only: the human turn (CoD prompt), no response."""
+    for it in items:
+        yield _llava(it.id, it.image, prompts.build_prompt("cod"), task="caption")
+
+
+def unlabelled_question_records(items: Iterable[Item]) -> Iterator[dict]:
+    """Image-question pairs with the CoT prompt and NO answer."""
+    for it in items:
+        for k, q in enumerate(it.questions):
+            yield _llava(it.qid(k), it.image, prompts.build_prompt("cot", q.question),
+                         task="reasoning", question=q.question)
+
+
+def unlabelled_answer_records(items: Iterable[Item]) -> Iterator[dict]:
+    """The held-back answers of the unlabelled questions (analysis only)."""
+    for it in items:
+        for k, q in enumerate(it.questions):
+            yield {"id": it.qid(k), "answer": q.answer, "question_type": q.type}
+
+
+def eval_records(items: Iterable[Item]) -> Iterator[dict]:
+    """Ground truth per eval image: scene graph, caption, CoD and the questions."""
+    for it in items:
+        yield {
+            "id": it.id,
+            "image": it.image,
+            "scene_graph": it.scene.to_dict(),
+            "caption": caption(it.scene),
+            "cod": cod_text(it.scene),
+            "questions": [
+                {"id": it.qid(k), "question": q.question, "answer": q.answer, "type": q.type}
+                for k, q in enumerate(it.questions)
+            ],
+        }
+
+
+def _write_images(items: list[Item], out_dir: Path, image_size: int) -> None:
+    img_dir = out_dir / "images"
+    img_dir.mkdir(parents=True, exist_ok=True)
+    for it in tqdm(items, desc="render", unit="img", mininterval=1.0):
+        with atomic_path(out_dir / it.image, suffix=".png") as tmp:
+            render_scene(it.scene, image_size).save(tmp, format="PNG")
+
+
+def _length_stats(texts: list[str]) -> dict:
+    """Whitespace+punctuation token counts (close to a small SentencePiece model's)."""
+    import re
+
+    counts = [len(re.findall(r"\w+|[^\w\s]", t)) for t in texts]
+    if not counts:
+        return {}
+    return {"mean": round(statistics.fmean(counts), 1), "max": max(counts)}
+
+
+def write_splits(
+    out_dir: str | Path,
+    sizes: dict[str, int],
+    seed: int,
+    image_size: int = 64,
+    questions_per_image: Optional[dict[str, int]] = None,
+    max_objects: int = 3,
+) -> dict:
+    """Sample, render and write every split under `out_dir`; returns the manifest."""
+    out = Path(out_dir)
+    splits = sample_splits(sizes, seed, questions_per_image, max_objects)
+    everything = [it for split in SPLIT_ORDER for it in splits[split]]
+    _write_images(everything, out, image_size)
+    counts = {
+        "align.jsonl": write_jsonl_atomic(out / "align.jsonl", align_records(splits["align"])),
+        "seed.jsonl": write_jsonl_atomic(out / "seed.jsonl", seed_records(splits["seed"])),
+        "unlabelled_images.jsonl": write_jsonl_atomic(
+            out / "unlabelled_images.jsonl", unlabelled_image_records(splits["unlabelled"])),
+        "unlabelled_questions.jsonl": write_jsonl_atomic(
+            out / "unlabelled_questions.jsonl", unlabelled_question_records(splits["unlabelled"])),
+        "unlabelled_answers.jsonl": write_jsonl_atomic(
+            out / "unlabelled_answers.jsonl", unlabelled_answer_records(splits["unlabelled"])),
+        "eval.jsonl": write_jsonl_atomic(out / "eval.jsonl", eval_records(splits["eval"])),
+        "scene_graphs.jsonl": write_jsonl_atomic(out / "scene_graphs.jsonl", (
+            {"id": it.id, "split": it.split, "image": it.image, "scene_graph": it.scene.to_dict()}
+            for it in everything)),
+    }
+    seed_items = splits["seed"]
+    manifest = {
+        "seed": seed,
+        "image_size": image_size,
+        "max_objects": max_objects,
+        "images": {s: len(splits[s]) for s in SPLIT_ORDER},
+        "questions_per_image": dict(QUESTIONS_PER_IMAGE, **(questions_per_image or {})),
+        "records": counts,
+        "response_tokens": {
+            "cod": _length_stats([cod_text(it.scene) for it in seed_items]),
+            "cot": _length_stats([q.cot for it in seed_items for q in it.questions]),
+            "align": _length_stats([align_caption(it.scene) for it in splits["align"]]),
+        },
+    }
+    atomic_write_json(out / "manifest.json", manifest)
+    return manifest
