@@ -1,0 +1,1 @@
+"""The LLaVA-style multimodal model on megatron-core: ViT + MLP projector + GPT LM."""

@@ -1,0 +1,215 @@
+"""Model sizes as named presets, and the Megatron flags that override them.
+
+Every tool selects a shape with ``--model-preset NAME``; individual Megatron
+flags (``--num-layers``, ``--hidden-size``, ``--num-attention-heads``,
+``--ffn-hidden-size``, ``--num-query-groups``, ...) override single fields.
+`ModelArgs` is plain values with defaults beside them; `model/config.py`
+turns it into megatron-core ``TransformerConfig`` objects.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Optional
+
+
+@dataclass
+class VisionArgs:
+    """CLIP-style ViT."""
+
+    image_size: int = 64
+    patch_size: int = 16
+    num_layers: int = 2
+    hidden_size: int = 128
+    num_attention_heads: int = 4
+    ffn_hidden_size: int = 512
+    activation: str = "quick_gelu"  # "quick_gelu" (OpenAI CLIP) or "gelu"
+    layernorm_epsilon: float = 1e-5
+    # Which layer's output feeds the projector (LLaVA: -2, the penultimate);
+    # -1 is the last layer. Negative counts from the end like Python indices.
+    feature_layer: int = -1
+    class_token: bool = True
+
+    @property
+    def num_patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+
+@dataclass
+class LanguageArgs:
+    """Decoder-only LM (Llama- or Qwen2-family)."""
+
+    family: str = "qwen2"  # "llama" or "qwen2" (qwen2 = llama + QKV bias)
+    num_layers: int = 4
+    hidden_size: int = 192
+    num_attention_heads: int = 6
+    num_query_groups: int = 2  # grouped-query attention; == heads for MHA
+    ffn_hidden_size: int = 512
+    vocab_size: int = 1024  # the tokenizer's; padded for TP by `padded_vocab_size`
+    max_position_embeddings: int = 1024
+    rotary_base: float = 10000.0
+    norm_epsilon: float = 1e-6
+    add_qkv_bias: bool = True
+    untie_embeddings_and_output_weights: bool = True
+    make_vocab_size_divisible_by: int = 64
+
+
+@dataclass
+class ModelArgs:
+    language: LanguageArgs = field(default_factory=LanguageArgs)
+    vision: VisionArgs = field(default_factory=VisionArgs)
+    projector_type: str = "mlp"  # 2-layer MLP with GELU (LLaVA-1.5)
+    image_token_id: int = 3  # replaced by the tokenizer's id of "<image>" at build time
+    init_method_std: float = 0.02
+    transformer_impl: str = "auto"  # "local", "transformer_engine" or "auto"
+
+    def replace(self, **kw) -> "ModelArgs":
+        return dataclasses.replace(self, **kw)
+
+
+PRESETS: dict[str, ModelArgs] = {
+    # Tests and the tiny SICOG demo: trains in minutes on 2 CPU cores.
+    "tiny": ModelArgs(),
+    # The paper's 7B-class shape: Qwen2-7B + CLIP ViT-L/14 at 336 px (LLaVA-1.5 style).
+    "qwen2-7b-clip-l336": ModelArgs(
+        language=LanguageArgs(
+            family="qwen2", num_layers=28, hidden_size=3584, num_attention_heads=28,
+            num_query_groups=4, ffn_hidden_size=18944, vocab_size=152064,
+            max_position_embeddings=32768, rotary_base=1000000.0, norm_epsilon=1e-6,
+            add_qkv_bias=True, untie_embeddings_and_output_weights=True,
+            make_vocab_size_divisible_by=128,
+        ),
+        vision=VisionArgs(
+            image_size=336, patch_size=14, num_layers=24, hidden_size=1024,
+            num_attention_heads=16, ffn_hidden_size=4096, activation="quick_gelu",
+            layernorm_epsilon=1e-5, feature_layer=-2,
+        ),
+    ),
+    # LLaVA-1.5-7B-like: Llama-family (Vicuna / Llama-2 7B) + CLIP ViT-L/14-336.
+    "llama-7b-clip-l336": ModelArgs(
+        language=LanguageArgs(
+            family="llama", num_layers=32, hidden_size=4096, num_attention_heads=32,
+            num_query_groups=32, ffn_hidden_size=11008, vocab_size=32000,
+            max_position_embeddings=4096, rotary_base=10000.0, norm_epsilon=1e-5,
+            add_qkv_bias=False, untie_embeddings_and_output_weights=True,
+            make_vocab_size_divisible_by=128,
+        ),
+        vision=VisionArgs(
+            image_size=336, patch_size=14, num_layers=24, hidden_size=1024,
+            num_attention_heads=16, ffn_hidden_size=4096, activation="quick_gelu",
+            layernorm_epsilon=1e-5, feature_layer=-2,
+        ),
+    ),
+}
+
+# Megatron flag -> ModelArgs field path. A flag left unset keeps the preset's value.
+_LM_FLAGS = {
+    "num_layers": "num_layers",
+    "hidden_size": "hidden_size",
+    "num_attention_heads": "num_attention_heads",
+    "num_query_groups": "num_query_groups",
+    "ffn_hidden_size": "ffn_hidden_size",
+    "max_position_embeddings": "max_position_embeddings",
+    "rotary_base": "rotary_base",
+    "norm_epsilon": "norm_epsilon",
+    "make_vocab_size_divisible_by": "make_vocab_size_divisible_by",
+}
+_VISION_FLAGS = {
+    "vision_num_layers": "num_layers",
+    "vision_hidden_size": "hidden_size",
+    "vision_num_attention_heads": "num_attention_heads",
+    "vision_ffn_hidden_size": "ffn_hidden_size",
+    "img_h": "image_size",
+    "patch_dim": "patch_size",
+    "vision_activation": "activation",
+    "vision_feature_layer": "feature_layer",
+}
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add --model-preset and the Megatron model-shape flags (all default None = preset)."""
+    g = parser.add_argument_group("model")
+    g.add_argument("--model-preset", default="tiny", choices=sorted(PRESETS))
+    for flag, typ in [
+        ("--num-layers", int), ("--hidden-size", int), ("--num-attention-heads", int),
+        ("--num-query-groups", int), ("--ffn-hidden-size", int),
+        ("--max-position-embeddings", int), ("--rotary-base", float), ("--norm-epsilon", float),
+        ("--make-vocab-size-divisible-by", int),
+        ("--vision-num-layers", int), ("--vision-hidden-size", int),
+        ("--vision-num-attention-heads", int), ("--vision-ffn-hidden-size", int),
+        ("--img-h", int), ("--patch-dim", int), ("--vision-feature-layer", int),
+    ]:
+        g.add_argument(flag, type=typ, default=None)
+    g.add_argument("--vision-activation", choices=["quick_gelu", "gelu"], default=None)
+    g.add_argument("--model-family", choices=["llama", "qwen2"], default=None,
+                   help="llama: no QKV bias; qwen2: QKV bias")
+    g.add_argument("--untie-embeddings-and-output-weights", dest="untie", action="store_true", default=None)
+    g.add_argument("--tie-embeddings-and-output-weights", dest="untie", action="store_false")
+    g.add_argument("--transformer-impl", choices=["auto", "local", "transformer_engine"], default=None)
+    return parser
+
+
+def model_args_from_flags(args: argparse.Namespace, vocab_size: Optional[int] = None,
+                          image_token_id: Optional[int] = None) -> ModelArgs:
+    """The preset named by --model-preset with every given flag applied."""
+    base = PRESETS[args.model_preset]
+    lm = dataclasses.replace(base.language)
+    vis = dataclasses.replace(base.vision)
+    for flag, name in _LM_FLAGS.items():
+        if getattr(args, flag, None) is not None:
+            setattr(lm, name, getattr(args, flag))
+    for flag, name in _VISION_FLAGS.items():
+        if getattr(args, flag, None) is not None:
+            setattr(vis, name, getattr(args, flag))
+    if getattr(args, "model_family", None):
+        lm.family = args.model_family
+        lm.add_qkv_bias = args.model_family == "qwen2"
+    if getattr(args, "untie", None) is not None:
+        lm.untie_embeddings_and_output_weights = args.untie
+    if vocab_size is not None:
+        lm.vocab_size = vocab_size
+    out = ModelArgs(language=lm, vision=vis, projector_type=base.projector_type,
+                    image_token_id=base.image_token_id if image_token_id is None else image_token_id,
+                    init_method_std=base.init_method_std,
+                    transformer_impl=getattr(args, "transformer_impl", None) or base.transformer_impl)
+    validate(out)
+    return out
+
+
+def padded_vocab_size(vocab_size: int, divisible_by: int, tensor_model_parallel_size: int) -> int:
+    """Megatron's rule: pad the vocab to a multiple of divisible_by * TP."""
+    multiple = divisible_by * tensor_model_parallel_size
+    return ((vocab_size + multiple - 1) // multiple) * multiple
+
+
+def validate(m: ModelArgs, tensor_model_parallel_size: int = 1, pipeline_model_parallel_size: int = 1) -> None:
+    """Raise ValueError, with the numbers, for shapes megatron-core cannot build."""
+    lm, vis, tp, pp = m.language, m.vision, tensor_model_parallel_size, pipeline_model_parallel_size
+    errors = []
+    if lm.hidden_size % lm.num_attention_heads:
+        errors.append(f"hidden size {lm.hidden_size} is not divisible by attention heads {lm.num_attention_heads}")
+    if lm.num_attention_heads % lm.num_query_groups:
+        errors.append(f"attention heads {lm.num_attention_heads} not divisible by query groups {lm.num_query_groups}")
+    if lm.num_attention_heads % tp:
+        errors.append(f"attention heads {lm.num_attention_heads} not divisible by tensor-model-parallel-size {tp}")
+    if lm.num_query_groups % tp:
+        errors.append(f"query groups {lm.num_query_groups} not divisible by tensor-model-parallel-size {tp}")
+    if lm.ffn_hidden_size % tp:
+        errors.append(f"ffn hidden size {lm.ffn_hidden_size} not divisible by tensor-model-parallel-size {tp}")
+    if lm.num_layers % pp:
+        errors.append(f"num layers {lm.num_layers} not divisible by pipeline-model-parallel-size {pp}")
+    if vis.hidden_size % vis.num_attention_heads:
+        errors.append(f"vision hidden size {vis.hidden_size} not divisible by heads {vis.num_attention_heads}")
+    if vis.num_attention_heads % tp:
+        errors.append(f"vision heads {vis.num_attention_heads} not divisible by tensor-model-parallel-size {tp}")
+    if vis.ffn_hidden_size % tp:
+        errors.append(f"vision ffn hidden size {vis.ffn_hidden_size} not divisible by tensor-model-parallel-size {tp}")
+    if vis.image_size % vis.patch_size:
+        errors.append(f"image size {vis.image_size} not divisible by patch size {vis.patch_size}")
+    if not -vis.num_layers <= vis.feature_layer < vis.num_layers or vis.feature_layer == 0 and vis.num_layers == 0:
+        errors.append(f"vision feature layer {vis.feature_layer} out of range for {vis.num_layers} layers")
+    if lm.family not in ("llama", "qwen2"):
+        errors.append(f"unknown model family {lm.family!r} (expected llama or qwen2)")
+    if errors:
+        raise ValueError("impossible model configuration: " + "; ".join(errors))

@@ -1,0 +1,294 @@
+"""The machine: device, process groups, seeds, and megatron-core's CPU emulation.
+
+This is the only module that asks whether a GPU is present. Everything else
+calls `init_distributed(...)`, `device()`, `set_seed(...)` and works the same
+on an NCCL + CUDA cluster and on a laptop / CI runner with gloo + CPU.
+
+Why the CPU emulation exists (measured with megatron-core 0.16.1, torch 2.13 CPU):
+megatron-core allocates buffers with ``device="cuda"`` /
+``device=torch.cuda.current_device()`` and calls ``Tensor.cuda()`` in many
+places (default causal mask, DDP grad buffers, schedules' communication
+buffers, optimizer state), and its RNG tracker stores CUDA generator states.
+On a machine without CUDA we install, once per process:
+
+* a ``TorchFunctionMode`` that rewrites any CUDA ``device=`` argument of a torch
+  call (and ``Tensor.to("cuda")``) to the CPU;
+* ``Tensor.cuda`` / ``Module.cuda`` as identity, ``torch.cuda.synchronize`` and
+  friends as no-ops, ``torch.cuda.current_device`` answering 0 (which the mode
+  then maps to the CPU);
+* an RNG tracker whose named states are CPU generator states.
+
+All of it is installed by `install_cpu_emulation()`, is idempotent, and is never
+installed when CUDA is available.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import logging
+import os
+import random
+import socket
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.overrides import TorchFunctionMode
+
+log = logging.getLogger(__name__)
+
+_CPU = torch.device("cpu")
+_EMULATION_MODE: Optional[TorchFunctionMode] = None
+
+
+def cuda_available() -> bool:
+    """True when this process can use a CUDA GPU (and should use NCCL)."""
+    if os.environ.get("SICOG_FORCE_CPU") == "1":
+        return False
+    return torch.cuda.is_available() and torch.cuda.device_count() > 0
+
+
+def device() -> torch.device:
+    """The device this rank computes on."""
+    if cuda_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    return _CPU
+
+
+# ---------------------------------------------------------------------------
+# CPU emulation of the CUDA calls megatron-core makes
+# ---------------------------------------------------------------------------
+def _is_cuda_device(d) -> bool:
+    if isinstance(d, torch.device):
+        return d.type == "cuda"
+    if isinstance(d, str):
+        return d.startswith("cuda")
+    if isinstance(d, int) and not isinstance(d, bool):
+        return True  # an ordinal means a CUDA device in torch's API
+    return False
+
+
+class _CudaToCpuMode(TorchFunctionMode):
+    """Rewrite CUDA device arguments of torch calls to the CPU."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if "device" in kwargs and _is_cuda_device(kwargs["device"]):
+            kwargs = dict(kwargs, device=_CPU)
+        if func in (torch.Tensor.to,) and args:
+            args = tuple(_CPU if _is_cuda_device(a) and i > 0 else a for i, a in enumerate(args))
+        return func(*args, **kwargs)
+
+
+class _CpuRNGStatesTracker:
+    """Named RNG states on the CPU generator, the interface of megatron's tracker."""
+
+    def __init__(self, *args, **kwargs):
+        self.reset()
+        self.use_cudagraphable_rng = False
+        self.is_inference_rng_tracker = False
+
+    def is_initialized(self):
+        return self._is_initialized
+
+    def reset(self):
+        self._is_initialized = False
+        self.states_ = {}
+        self.seeds_ = set()
+
+    def get_states(self):
+        return dict(self.states_)
+
+    def set_states(self, states):
+        self._is_initialized = True
+        self.states_ = dict(states)
+
+    def add(self, name, seed):
+        self._is_initialized = True
+        if seed in self.seeds_:
+            raise ValueError(f"seed {seed} already exists")
+        if name in self.states_:
+            raise ValueError(f"rng state {name} already exists")
+        self.seeds_.add(seed)
+        gen = torch.Generator()
+        gen.manual_seed(seed)
+        self.states_[name] = gen.get_state()
+
+    @contextlib.contextmanager
+    def fork(self, name="model-parallel-rng"):
+        if name not in self.states_:
+            raise ValueError(f"rng state {name} is not added")
+        orig = torch.get_rng_state()
+        torch.set_rng_state(self.states_[name])
+        try:
+            yield
+        finally:
+            self.states_[name] = torch.get_rng_state()
+            torch.set_rng_state(orig)
+
+
+def install_cpu_emulation() -> None:
+    """Make megatron-core's CUDA calls land on the CPU (idempotent; no-op with CUDA)."""
+    global _EMULATION_MODE
+    if cuda_available() or _EMULATION_MODE is not None:
+        return
+    torch.Tensor.cuda = lambda self, *a, **k: self  # type: ignore[assignment]
+    torch.nn.Module.cuda = lambda self, *a, **k: self  # type: ignore[assignment]
+    torch.cuda.current_device = lambda: 0  # type: ignore[assignment]
+    torch.cuda.synchronize = lambda *a, **k: None  # type: ignore[assignment]
+    torch.cuda.set_device = lambda *a, **k: None  # type: ignore[assignment]
+    torch.cuda.empty_cache = lambda *a, **k: None  # type: ignore[assignment]
+    torch.cuda.memory_allocated = lambda *a, **k: 0  # type: ignore[assignment]
+    torch.cuda.max_memory_allocated = lambda *a, **k: 0  # type: ignore[assignment]
+    torch.cuda.manual_seed = lambda *a, **k: None  # type: ignore[assignment]
+    torch.cuda.manual_seed_all = lambda *a, **k: None  # type: ignore[assignment]
+
+    from megatron.core.tensor_parallel import random as mcore_random
+
+    mcore_random._CUDA_RNG_STATE_TRACKER = _CpuRNGStatesTracker()
+    mcore_random._CUDA_RNG_STATE_TRACKER_INITIALIZED = True
+    _EMULATION_MODE = _CudaToCpuMode()
+    _EMULATION_MODE.__enter__()  # stays active for the life of the process
+
+
+# ---------------------------------------------------------------------------
+# Process groups
+# ---------------------------------------------------------------------------
+@dataclass
+class DistEnv:
+    rank: int
+    world_size: int
+    local_rank: int
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def read_dist_env() -> DistEnv:
+    """Rank and world from torchrun (RANK/WORLD_SIZE) or srun (SLURM_PROCID/NTASKS)."""
+    env = os.environ
+    if "RANK" in env and "WORLD_SIZE" in env:
+        return DistEnv(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0)))
+    if "SLURM_PROCID" in env and "SLURM_NTASKS" in env and int(env["SLURM_NTASKS"]) > 1:
+        # srun one task per rank: MASTER_ADDR/MASTER_PORT come from the batch script
+        return DistEnv(int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0)))
+    return DistEnv(0, 1, 0)
+
+
+def init_distributed(
+    tensor_model_parallel_size: int = 1,
+    pipeline_model_parallel_size: int = 1,
+    seed: Optional[int] = 1234,
+    timeout_minutes: int = 30,
+) -> DistEnv:
+    """Start torch.distributed and megatron's model-parallel groups on this machine.
+
+    Validates TP*PP against the world size before any group is made.
+    """
+    from megatron.core import parallel_state
+
+    env = read_dist_env()
+    tp, pp = tensor_model_parallel_size, pipeline_model_parallel_size
+    if env.world_size % (tp * pp) != 0:
+        raise ValueError(
+            f"world size {env.world_size} is not divisible by tensor-model-parallel-size {tp} x "
+            f"pipeline-model-parallel-size {pp} ({env.world_size} % ({tp} * {pp}) != 0)"
+        )
+    use_cuda = cuda_available()
+    if use_cuda:
+        torch.cuda.set_device(env.local_rank % torch.cuda.device_count())
+    else:
+        install_cpu_emulation()
+    if not dist.is_initialized():
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        if env.world_size == 1:
+            os.environ.setdefault("MASTER_PORT", str(_free_port()))
+        dist.init_process_group(
+            backend="nccl" if use_cuda else "gloo",
+            rank=env.rank,
+            world_size=env.world_size,
+            timeout=datetime.timedelta(minutes=timeout_minutes),
+        )
+    if not parallel_state.model_parallel_is_initialized():
+        parallel_state.initialize_model_parallel(
+            tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp
+        )
+    if seed is not None:
+        set_seed(seed)
+    return env
+
+
+def destroy_distributed() -> None:
+    from megatron.core import parallel_state
+
+    if parallel_state.model_parallel_is_initialized():
+        parallel_state.destroy_model_parallel()
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def set_seed(seed: int, data_parallel_offset: bool = False) -> None:
+    """Seed python, numpy, torch and megatron's model-parallel RNG tracker.
+
+    Pipeline stages get distinct seeds (as Megatron-LM does: seed + 100 * pp_rank)
+    so their dropout masks differ; tensor-parallel ranks share the default
+    state and differ only in the tracker's 'model-parallel-rng'.
+    """
+    from megatron.core import parallel_state, tensor_parallel
+
+    if parallel_state.model_parallel_is_initialized():
+        seed = seed + 100 * parallel_state.get_pipeline_model_parallel_rank()
+        if data_parallel_offset:
+            seed = seed + 10 * parallel_state.get_data_parallel_rank()
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    if parallel_state.model_parallel_is_initialized():
+        tensor_parallel.model_parallel_cuda_manual_seed(seed)
+
+
+def rng_state() -> dict:
+    """Every RNG this process uses, for checkpoints."""
+    from megatron.core import tensor_parallel
+
+    state = {
+        "random": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "tracker": tensor_parallel.get_cuda_rng_tracker().get_states(),
+    }
+    if cuda_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    from megatron.core import tensor_parallel
+
+    random.setstate(state["random"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    tensor_parallel.get_cuda_rng_tracker().set_states(state["tracker"])
+    if cuda_available() and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def transformer_engine_available() -> bool:
+    """True when Transformer Engine is importable and a GPU is present (TE specs usable)."""
+    if not cuda_available():
+        return False
+    try:
+        import transformer_engine  # noqa: F401
+    except Exception:  # noqa: BLE001
+        return False
+    return True
+
+
+def synchronize() -> None:
+    if cuda_available():
+        torch.cuda.synchronize()
