@@ -192,6 +192,15 @@ def test_question_answers_are_true():
     assert seen_types == {"count", "colour", "position", "compare"}
 
 
+def test_yes_no_balanced():
+    rng = np.random.default_rng(9)
+    sampler = SceneSampler(rng, min_objects=2)
+    answers = [q.answer for _ in range(400) for q in make_questions(sampler.sample(), rng, 4)
+               if q.type == "position"]
+    assert len(answers) == 400
+    assert 0.4 < answers.count("yes") / len(answers) < 0.6
+
+
 def test_response_lengths_stay_small():
     rng = np.random.default_rng(2)
     sampler = SceneSampler(rng, marginal_prob=1.0, min_objects=3)

@@ -148,9 +148,13 @@ def _position_q(scene: Scene, rng: np.random.Generator) -> Optional[Question]:
     objs = scene.ordered()
     i, j = rng.choice(len(objs), size=2, replace=False)
     a, b = objs[int(i)], objs[int(j)]
-    rel = list(_RELATIONS)[int(rng.integers(len(_RELATIONS)))]
-    axis, sign = _RELATIONS[rel]
-    holds = sign * (getattr(a, axis) - getattr(b, axis)) > 0
+    true_rels = [r for r, (ax, sg) in _RELATIONS.items() if sg * (getattr(a, ax) - getattr(b, ax)) > 0]
+    false_rels = [r for r in _RELATIONS if r not in true_rels]
+    # yes and no equally often (distinct cells: both lists are non-empty)
+    pool = true_rels if rng.random() < 0.5 else false_rels
+    rel = pool[int(rng.integers(len(pool)))]
+    axis, _ = _RELATIONS[rel]
+    holds = rel in true_rels
     answer = "yes" if holds else "no"
     word, names = _AXIS_WORDS[axis]
     an, bn = f"{a.colour} {a.shape}", f"{b.colour} {b.shape}"
