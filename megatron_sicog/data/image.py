@@ -1,0 +1,81 @@
+"""Image I/O and the vision preprocessing shared by converter, dataset and generation.
+
+* `load_image(path)` -> RGB ``PIL.Image`` (raises ValueError naming the file);
+* `encode_image_bytes(image, format)` -> encoded bytes (PNG/JPEG, or PPM: raw
+  pixels behind a 15-byte header, what the converter stores with ``--image-size``);
+* `decode_image(bytes | array)` -> ``np.uint8`` HxWx3;
+* `resize_image(array, size)` -> SxS bicubic, ``np.uint8``;
+* `preprocess_images(list of HxWx3 uint8, image_size)` -> ``torch.FloatTensor``
+  ``[n, 3, S, S]``: bicubic resize, scale to [0, 1], normalise with the CLIP
+  mean/std.
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Sequence, Union
+
+import numpy as np
+from PIL import Image
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def load_image(path: Union[str, Path]) -> Image.Image:
+    """Open and fully decode an image as RGB; errors name the file."""
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except FileNotFoundError:
+        raise ValueError(f"image not found: {path}") from None
+    except Exception as e:  # noqa: BLE001 - PIL raises many kinds
+        raise ValueError(f"unreadable image {path}: {e}") from None
+
+
+def encode_image_bytes(image: Union[Image.Image, np.ndarray], format: str = "PNG", quality: int = 95) -> bytes:
+    """Encode an image (PIL or HxWx3 uint8) as PNG, JPEG or PPM bytes."""
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8), "RGB")
+    fmt = format.upper()
+    buf = io.BytesIO()
+    if fmt in ("JPEG", "JPG"):
+        image.convert("RGB").save(buf, "JPEG", quality=quality)
+    else:
+        image.save(buf, fmt)
+    return buf.getvalue()
+
+
+def decode_image(data: Union[bytes, bytearray, memoryview, np.ndarray]) -> np.ndarray:
+    """Decode encoded image bytes (or pass an HxWx3 array through) to uint8 HxWx3 RGB."""
+    if isinstance(data, np.ndarray) and data.ndim == 3:
+        if data.shape[2] != 3:
+            raise ValueError(f"expected an HxWx3 array, got shape {data.shape}")
+        return np.ascontiguousarray(data, dtype=np.uint8)
+    if isinstance(data, np.ndarray):
+        data = data.tobytes()
+    try:
+        with Image.open(io.BytesIO(bytes(data))) as im:
+            return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"cannot decode image bytes ({len(data)} bytes): {e}") from None
+
+
+def resize_image(image: np.ndarray, size: int) -> np.ndarray:
+    """Bicubic resize of an HxWx3 uint8 array to size x size."""
+    if image.shape[0] == size and image.shape[1] == size:
+        return image
+    return np.asarray(Image.fromarray(image, "RGB").resize((size, size), Image.BICUBIC), dtype=np.uint8)
+
+
+def preprocess_images(images: Sequence[np.ndarray], image_size: int):
+    """``[n, 3, S, S]`` float tensor: resize SxS bicubic, /255, CLIP-normalise."""
+    import torch
+
+    if len(images) == 0:
+        return torch.zeros((0, 3, image_size, image_size), dtype=torch.float32)
+    arr = np.stack([resize_image(decode_image(im), image_size) for im in images])
+    x = torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(255.0)
+    mean = torch.tensor(CLIP_MEAN, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD, dtype=torch.float32).view(1, 3, 1, 1)
+    return x.sub_(mean).div_(std)
