@@ -142,6 +142,8 @@ def test_score_predictions_counts(tmp_path, eval_path):
     assert m["reasoning"]["n"] == 8 and m["reasoning"]["accuracy"] == 0.75
     assert sum(v["n"] for v in m["reasoning"]["by_type"].values()) == 8
     assert m["caption"]["n"] == 2 and m["caption"]["f1"] < 1.0
+    assert m["caption"]["format_rate"] == 0.5  # the CoD follows the format, the plain caption does not
+    assert m["reasoning"]["format_rate"] == 0.0 and m["reasoning"]["answered_rate"] == 1.0
     assert [it["f1"] for it in m["items"] if it["task"] == "caption"][0] == 1.0
     assert m["duplicates"] == [recs[0]["id"]] and m["unknown_ids"] == ["eval_99999"]
     assert len(m["malformed"]) == 1 and ":" in m["malformed"][0]

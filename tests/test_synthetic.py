@@ -230,3 +230,12 @@ def test_cli_writes_everything(tmp_path):
     for name in ("align.jsonl", "seed.jsonl", "unlabelled_images.jsonl", "unlabelled_questions.jsonl",
                  "unlabelled_answers.jsonl", "eval.jsonl", "scene_graphs.jsonl", "manifest.json"):
         assert (out / name).stat().st_size > 0, name
+
+
+def test_preview_figure(tmp_path, data_dir):
+    from megatron_sicog.synthetic.preview import save_preview
+
+    out = tmp_path / "preview.png"
+    assert save_preview(data_dir, out, n=4) == 4
+    img = Image.open(out)
+    assert img.size[0] > 300 and img.size[1] > 300

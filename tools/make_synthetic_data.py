@@ -7,7 +7,7 @@
 Outputs (under --output-dir): images/*.png, align.jsonl, seed.jsonl,
 unlabelled_images.jsonl, unlabelled_questions.jsonl, unlabelled_answers.jsonl
 (held back: training never reads it), eval.jsonl, scene_graphs.jsonl and
-manifest.json. See `megatron_sicog.synthetic.splits` for what each split is
+manifest.json (--preview adds preview.png). See `megatron_sicog.synthetic.splits` for what each split is
 and why the default sizes fit the ~15 minute CPU demo.
 """
 from __future__ import annotations
@@ -33,6 +33,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     for split in ("seed", "unlabelled", "eval"):
         p.add_argument(f"--{split}-questions-per-image", type=int, default=QUESTIONS_PER_IMAGE[split],
                        help=f"questions per {split} image (distinct types, where they apply)")
+    p.add_argument("--preview", action="store_true",
+                   help="also draw preview.png: eval images with their caption and a QA pair")
     args = p.parse_args(argv)
     if args.image_size < 24:
         p.error(f"--image-size must be >= 24 (got {args.image_size})")
@@ -48,6 +50,10 @@ def main(argv=None) -> dict:
     sizes = {s: getattr(args, f"num_{s}") for s in DEFAULT_SIZES}
     qpi = {s: getattr(args, f"{s}_questions_per_image") for s in ("seed", "unlabelled", "eval")}
     manifest = write_splits(args.output_dir, sizes, args.seed, args.image_size, qpi, args.max_objects)
+    if args.preview:
+        from megatron_sicog.synthetic.preview import save_preview
+
+        save_preview(args.output_dir, Path(args.output_dir) / "preview.png")
     imgs = manifest["images"]
     print(
         f"synthetic data: {sum(imgs.values())} images "

@@ -9,16 +9,19 @@ id, a reasoning prediction's id the question id.
 `eval_requests(path)` lists what a model must answer (id, task, image,
 prompt), so the runner and this scorer agree on ids and prompts.
 `score_predictions(pred_path, gt_path)` returns the metrics dict written by
-`tools/evaluate.py`: aggregates per task, per-item results, and the ids
+`tools/evaluate.py`: aggregates per task (with the share of responses in
+CoD / CoT format and, for reasoning, the share stating an answer at all),
+per-item results, and the ids
 that were missing, unknown, duplicated or malformed.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Iterator, Optional, Union
 
 from .. import prompts
+from ..curation.answers import extract_answer
 from ..io import RecordError, iter_records
 from .metrics import aggregate_accuracy, aggregate_fidelity, answer_correct, caption_fidelity
 
@@ -61,7 +64,8 @@ def score_predictions(pred_path: Union[str, Path], gt_path: Union[str, Path]) ->
     """Metrics of every prediction in `pred_path` against `gt_path` (see module docstring)."""
     gt = load_ground_truth(gt_path)
     items: list[dict] = []
-    fidelities, answers = [], []
+    fidelities, answers, answered = [], [], []
+    formats: dict[str, list[bool]] = {"caption": [], "reasoning": []}
     seen: set[tuple[str, str]] = set()
     problems: dict[str, list] = {"malformed": [], "unknown_ids": [], "duplicates": [], "bad_task": []}
     for _, rec in iter_records(pred_path):
@@ -79,18 +83,23 @@ def score_predictions(pred_path: Union[str, Path], gt_path: Union[str, Path]) ->
         if task == "caption" and rid in gt.graphs:
             fid = caption_fidelity(text, gt.graphs[rid])
             fidelities.append(fid)
-            items.append({"id": rid, "task": task, **fid.as_dict()})
+            formats["caption"].append(prompts.follows_format(text, "cod"))
+            items.append({"id": rid, "task": task, **fid.as_dict(), "follows_format": formats["caption"][-1]})
         elif task == "reasoning" and rid in gt.questions:
             q = gt.questions[rid]
             ok = answer_correct(text, q["answer"])
             answers.append((q["type"], ok))
-            items.append({"id": rid, "task": task, "type": q["type"], "answer": q["answer"], "correct": ok})
+            formats["reasoning"].append(prompts.follows_format(text, "cot"))
+            answered.append(extract_answer(text) is not None)
+            items.append({"id": rid, "task": task, "type": q["type"], "answer": q["answer"], "correct": ok,
+                          "follows_format": formats["reasoning"][-1]})
         else:
             problems["unknown_ids"].append(rid)
     done = {rid for rid, _ in seen}
     return {
-        "caption": aggregate_fidelity(fidelities),
-        "reasoning": aggregate_accuracy(answers),
+        "caption": dict(aggregate_fidelity(fidelities), format_rate=_rate(formats["caption"])),
+        "reasoning": dict(aggregate_accuracy(answers), format_rate=_rate(formats["reasoning"]),
+                          answered_rate=_rate(answered)),
         "missing": {
             "caption": sorted(set(gt.graphs) - done),
             "reasoning": sorted(set(gt.questions) - done),
@@ -98,6 +107,10 @@ def score_predictions(pred_path: Union[str, Path], gt_path: Union[str, Path]) ->
         **problems,
         "items": items,
     }
+
+
+def _rate(flags: list[bool]) -> Optional[float]:
+    return sum(flags) / len(flags) if flags else None
 
 
 def summary_line(metrics: dict) -> str:

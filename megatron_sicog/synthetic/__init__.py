@@ -1,7 +1,8 @@
 """The embedded synthetic shapes world of the tiny SICOG demo.
 
 Seeded scene graphs (`scene`), their images (`render`), ground-truth CoD / CoT /
-caption texts (`text`) and the disjoint data splits (`splits`), all over the
+caption texts (`text`), the disjoint data splits (`splits`) and a preview
+figure (`preview`), all over the
 small closed vocabulary in `vocab`. `tools/make_synthetic_data.py` is the CLI.
 """
 from .render import render_scene

@@ -7,6 +7,7 @@ pixel always shows the pure object colour, which is what tests check.
 """
 from __future__ import annotations
 
+import numpy as np
 from PIL import Image, ImageDraw
 
 from . import vocab
@@ -38,25 +39,22 @@ def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: int, cy: int, r: int,
 
 
 def _texture(size: int, obj: SceneObject, cx: int, cy: int, period: int) -> Image.Image:
-    rgb = vocab.COLOURS[obj.colour]
-    tex = Image.new("RGB", (size, size), rgb)
-    if obj.texture == "solid":
-        return tex
-    draw = ImageDraw.Draw(tex)
-    dark = _dark(rgb)
-    half = period // 2
-    if obj.texture == "striped":
-        for y in range(size):
-            if (y - cy) % period >= period - half:
-                draw.line([(0, y), (size - 1, y)], fill=dark)
-    elif obj.texture == "dotted":
-        for y in range(size):
-            for x in range(size):
-                if (x - cx) % period == half and (y - cy) % period == half:
-                    draw.point((x, y), fill=dark)
-    else:
+    """Full-image texture of `obj`, phased so that pixel (cx, cy) is the pure colour."""
+    rgb = np.array(vocab.COLOURS[obj.colour], dtype=np.uint8)
+    if obj.texture not in vocab.TEXTURES:
         raise ValueError(f"unknown texture {obj.texture!r}")
-    return tex
+    tex = np.broadcast_to(rgb, (size, size, 3)).copy()
+    half = period // 2
+    dy = (np.arange(size) - cy) % period
+    dx = (np.arange(size) - cx) % period
+    if obj.texture == "striped":
+        mark = np.broadcast_to((dy >= period - half)[:, None], (size, size))
+    elif obj.texture == "dotted":
+        mark = (dy == half)[:, None] & (dx == half)[None, :]
+    else:
+        return Image.fromarray(tex)
+    tex[mark] = _dark(tuple(int(c) for c in rgb))
+    return Image.fromarray(tex)
 
 
 def render_scene(scene: Scene, image_size: int = 64) -> Image.Image:
