@@ -78,6 +78,9 @@ def test_parser_reads_variant_phrasings():
     assert not any(f[0] == "position" and f[1] == "circle" for f in facts)  # 'left of' is a relation
     assert ("count", 2) in text_facts("Two shapes: square, diamond.")
     assert ("count", 3) in text_facts("3 shapes.")
+    assert text_facts("A red background.") == {("background", "red")}
+    assert ("colour", "circle", "white") in text_facts("A white circle.")
+    assert ("colour", "circle", "black") in text_facts("The circle is black.")
 
 
 def test_graph_facts_count():

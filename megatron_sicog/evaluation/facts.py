@@ -101,7 +101,7 @@ class _Parser:
 
     def _attach(self, target: str, kind: str, value: str) -> None:
         if target == "background":
-            if kind == "colour" and value in vocab.BACKGROUNDS:
+            if kind == "colour":  # an object colour here is a (wrong) claim too
                 self.facts.add(("background", value))
         elif target == vocab.MARGINAL_SHAPE:
             if kind == "colour":
@@ -109,8 +109,6 @@ class _Parser:
             elif kind == "side":
                 self.facts.add(("dot_side", value))
         elif kind in ("colour", "size", "texture", "position"):
-            if kind == "colour" and value not in vocab.COLOURS:
-                return
             self.facts.add((kind, target, value))
             if kind == "texture":
                 self.textured.add(target)
@@ -170,6 +168,10 @@ class _Parser:
             elif w in vocab.BACKGROUNDS:
                 if nxt == "background" or target == "background":
                     self._attach("background", "colour", w)
+                elif target:
+                    self._attach(target, "colour", w)  # "the circle is white": a wrong colour
+                else:
+                    self.pending["colour"] = w
             else:
                 pos, used = _position_at(tok, i)
                 if pos:
