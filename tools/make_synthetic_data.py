@@ -1,14 +1,18 @@
 #!/usr/bin/env python
 """Write the synthetic shapes world of the tiny SICOG demo.
 
-    python tools/make_synthetic_data.py --output-dir runs/data --seed 1234 \
+    python tools/make_synthetic_data.py --output-dir runs/data --seed 1234
         --num-align 2000 --num-seed 300 --num-unlabelled 1000 --num-eval 200 --image-size 64
 
 Outputs (under --output-dir): images/*.png, align.jsonl, seed.jsonl,
 unlabelled_images.jsonl, unlabelled_questions.jsonl, unlabelled_answers.jsonl
 (held back: training never reads it), eval.jsonl, scene_graphs.jsonl and
-manifest.json (--preview adds preview.png). See `megatron_sicog.synthetic.splits` for what each split is
-and why the default sizes fit the ~15 minute CPU demo.
+manifest.json (--preview adds preview.png).
+
+The defaults (align 2000, seed 300, unlabelled 1000, eval 200 images; 2 / 1 / 2
+questions per seed / unlabelled / eval image) keep the whole tiny demo within
+~15 minutes on 2 CPU cores; `megatron_sicog.synthetic.splits` explains each
+split and the sizes. The same --seed and sizes give byte-identical files.
 """
 from __future__ import annotations
 
@@ -19,13 +23,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from megatron_sicog.synthetic.vocab import SHAPES  # noqa: E402
 from megatron_sicog.synthetic.splits import DEFAULT_SIZES, QUESTIONS_PER_IMAGE, write_splits  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output-dir", required=True, help="folder to write (created if missing)")
-    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--seed", type=int, default=1234, help="random seed (all splits derive from it)")
     p.add_argument("--image-size", type=int, default=64, help="square image side in pixels")
     p.add_argument("--max-objects", type=int, default=3, help="main objects per image: 1..this")
     for split, n in DEFAULT_SIZES.items():
@@ -38,6 +43,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.image_size < 24:
         p.error(f"--image-size must be >= 24 (got {args.image_size})")
+    if not 1 <= args.max_objects <= len(SHAPES):
+        p.error(f"--max-objects must be in 1..{len(SHAPES)} (got {args.max_objects})")
     for split in DEFAULT_SIZES:
         if getattr(args, f"num_{split}") < 0:
             p.error(f"--num-{split} must be >= 0")
