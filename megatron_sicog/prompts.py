@@ -47,6 +47,7 @@ PROMPTS = {
 }
 MODE_TASK = {"cod": "caption", "caption": "caption", "cot": "reasoning", "answer": "reasoning"}
 
+_FORMATS_LOWER = tuple(tuple(t.lower() for t in titles) for titles in FORMATS.values())
 _STEP_RE = re.compile(r"^\s*(?:\*\*)?Step\s+(\d+)\s*[:.]\s*", re.IGNORECASE | re.MULTILINE)
 
 
@@ -93,10 +94,10 @@ def split_steps(text: str) -> dict[int, str]:
         body = text[m.end():end].strip()
         # drop the step title ("Salient content.") when present
         k = int(m.group(1))
-        for titles in FORMATS.values():
+        for titles in _FORMATS_LOWER:
             if 1 <= k <= len(titles):
                 title = titles[k - 1]
-                if body.lower().startswith(title.lower()):
+                if body[: len(title)].lower() == title:
                     body = body[len(title):].lstrip(" .:*").strip()
                     break
         out.setdefault(k, body)
@@ -109,7 +110,8 @@ def follows_format(text: str, kind: str) -> bool:
     nums = [int(m.group(1)) for m in _STEP_RE.finditer(text)]
     if nums != list(range(1, n + 1)):
         return False
-    return all(split_steps(text).get(k) for k in range(1, n + 1))
+    steps = split_steps(text)
+    return all(steps.get(k) for k in range(1, n + 1))
 
 
 def final_description(text: str) -> str:

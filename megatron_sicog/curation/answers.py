@@ -182,6 +182,14 @@ _NUMBER_WITH_UNIT = re.compile(
 )
 
 
+_N_BOXED = re.compile(r"\\boxed\s*\{(.*)\}")
+_N_TEXT = re.compile(r"\\text\s*\{([^{}]*)\}")
+_YESNO = re.compile(r"^(yes|no)\b(?:\s*[,.;:!-]|\s*$)")
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")
+_STRAY_DOT = re.compile(r"(?<!\d)\.|\.(?!\d)")
+_PUNCT = re.compile(r"[^\w\s.%]")
+
+
 def _canon_number(s: str) -> str:
     s = s.replace(",", "")
     try:
@@ -209,12 +217,14 @@ def normalize_answer(s: str) -> str:
     s = unicodedata.normalize("NFKC", s).strip().lower()
     if not s:
         return ""
-    s = re.sub(r"\\boxed\s*\{(.*)\}", r"\1", s)
-    s = re.sub(r"\\text\s*\{([^{}]*)\}", r"\1", s)
+    if "\\" in s:
+        s = _N_BOXED.sub(r"\1", s)
+        s = _N_TEXT.sub(r"\1", s)
     s = s.replace("**", "").replace("__", "").replace("`", "")
-    s = re.sub(r"^\$(.*)\$$", r"\1", s).strip()
+    if s.startswith("$") and s.endswith("$") and len(s) > 1:
+        s = s[1:-1].strip()
     s = s.strip(" \t\n\"'“”‘’")
-    s = re.sub(r"\s+", " ", s).rstrip(" .!;,:")
+    s = " ".join(s.split()).rstrip(" .!;,:")
 
     # option letters: "(b)", "b.", "b)", "option b", "(b) red", "b. red"
     m = _OPTION_ONLY.match(s)
@@ -225,23 +235,22 @@ def normalize_answer(s: str) -> str:
         return next(g for g in m.groups() if g)
 
     # yes / no with a justification
-    m = re.match(r"^(yes|no)\b(?:\s*[,.;:!-]|\s*$)", s)
+    m = _YESNO.match(s)
     if m:
         return m.group(1)
 
     # numbers (with commas, a currency sign or a short unit); number words
-    t = _ARTICLES.sub(" ", s)
-    t = re.sub(r"\s+", " ", t).strip()
+    t = " ".join(_ARTICLES.sub(" ", s).split())
     m = _NUMBER_WITH_UNIT.match(t)
     if m:
         return _canon_number(m.group("n"))
     words = t.split()
-    if words and words[0] in _WORD_NUMBERS and len(words) <= 3 and all(w.isalpha() for w in words):
+    if (words and words[0] in _WORD_NUMBERS and len(words) <= 3
+            and all(w.isalpha() and w not in ("of", "in", "is") for w in words)):
         return str(_WORD_NUMBERS[words[0]])
 
     # free text: drop punctuation (keeping decimal points inside numbers)
-    t = re.sub(r"(?<=\d),(?=\d{3}\b)", "", t)
-    t = re.sub(r"(?<!\d)\.|\.(?!\d)", " ", t)
-    t = re.sub(r"[^\w\s.%]", " ", t)
-    t = re.sub(r"\s+", " ", t).strip()
-    return t
+    t = _THOUSANDS.sub("", t)
+    t = _STRAY_DOT.sub(" ", t)
+    t = _PUNCT.sub(" ", t)
+    return " ".join(t.split())

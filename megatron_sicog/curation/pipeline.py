@@ -1,0 +1,462 @@
+"""Self-consistency curation: candidate files in, curated LLaVA records out.
+
+`curate(...)` is the whole stage as one library call (``tools/curate.py`` is a
+thin CLI over it; the end-to-end loop calls it in-process):
+
+1. read candidate records ``{"id", "image", "task", "prompt", "candidates",
+   "reference"?}`` from one or more JSONL / JSON-list files; malformed lines,
+   invalid records, duplicate ids, empty candidate lists and non-string
+   candidates go to an errors JSONL (file + line) and are skipped;
+2. optionally drop candidates that do not follow the CoD / CoT step format
+   (``require_format``);
+3. score chunks of items: captions by minimum-Bayes-risk over the final
+   description of each candidate (`scorers`), reasoning by majority vote over
+   normalised final answers (`vote`), kept response = the best candidate;
+4. keep items whose best score >= the task's threshold, write them (and the
+   optional preference pairs) atomically, and write the report.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Optional, Sequence, Union
+
+from megatron_sicog.curation.report import CurationStats, summary_dict, write_report
+from megatron_sicog.curation.scorers import LexicalScorer, Scorer, make_scorer
+from megatron_sicog.curation.vote import candidate_answer, parse_options, vote
+from megatron_sicog.io import RecordError, atomic_path, dumps, iter_records
+from megatron_sicog.prompts import IMAGE_PLACEHOLDER, final_description, follows_format
+
+__all__ = [
+    "Item",
+    "Outcome",
+    "CurationConfig",
+    "Curator",
+    "CurationResult",
+    "curate",
+    "parse_item",
+    "pick_rejected",
+    "errors_path_for",
+]
+
+TASK_FORMAT = {"caption": "cod", "reasoning": "cot"}
+PathLike = Union[str, os.PathLike]
+
+
+@dataclass
+class Item:
+    """One valid candidate record, ready to score."""
+
+    id: Any
+    task: str
+    prompt: str
+    candidates: list[str]
+    image: Any = None
+    reference: Any = None
+    source: tuple[str, int] = ("<memory>", 0)
+
+
+@dataclass
+class Outcome:
+    item: Item
+    record: Optional[dict] = None         # the curated record when kept
+    preference: Optional[dict] = None
+    dropped: Optional[str] = None         # item-level drop reason
+    score: Optional[float] = None         # best score (None when never scored)
+    preference_skipped: Optional[str] = None
+    reference_correct: Optional[bool] = None
+
+
+@dataclass
+class CurationConfig:
+    caption_threshold: float = 0.0
+    reasoning_threshold: float = 0.0
+    require_format: bool = False
+    min_candidates: int = 2
+    seed: int = 0
+    preferences: bool = False
+
+    def threshold(self, task: str) -> float:
+        return self.caption_threshold if task == "caption" else self.reasoning_threshold
+
+
+def errors_path_for(output: PathLike) -> Path:
+    """``curated.jsonl`` -> ``curated.errors.jsonl`` (next to the output)."""
+    p = Path(output)
+    stem = p.name[: -len(p.suffix)] if p.suffix else p.name
+    return p.with_name(f"{stem}.errors.jsonl")
+
+
+def _err(path: str, line: int, reason: str, rec: Optional[dict] = None, **extra) -> dict:
+    e = {"file": path, "line": line, "reason": reason}
+    if rec is not None and "id" in rec:
+        e["id"] = rec["id"]
+    e.update(extra)
+    return e
+
+
+def parse_item(rec: dict, path: str = "<memory>", line: int = 0) -> tuple[Optional[Item], list[dict], Counter]:
+    """Validate one candidate record.
+
+    Returns (item or None, error dicts, candidate counters). Non-string
+    candidates are reported and left out; blank strings are counted (a
+    generation that produced nothing) and left out. The item is None when the
+    record itself is unusable (the first error says why).
+    """
+    errors: list[dict] = []
+    counts: Counter = Counter()
+    rid = rec.get("id")
+    if not isinstance(rid, (str, int)) or isinstance(rid, bool) or (isinstance(rid, str) and not rid.strip()):
+        return None, [_err(path, line, "invalid_record: missing or invalid 'id'", rec)], counts
+    task = rec.get("task")
+    if task not in TASK_FORMAT:
+        return None, [_err(path, line, f"invalid_record: task must be 'caption' or 'reasoning', got {task!r}", rec)], counts
+    prompt = rec.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        return None, [_err(path, line, "invalid_record: missing or non-string 'prompt'", rec)], counts
+    cands = rec.get("candidates")
+    if not isinstance(cands, list):
+        return None, [_err(path, line, f"invalid_record: 'candidates' must be a list, got {type(cands).__name__}", rec)], counts
+    if not cands:
+        return None, [_err(path, line, "no_candidates: empty candidate list", rec)], counts
+    kept: list[str] = []
+    for k, c in enumerate(cands):
+        counts["total"] += 1
+        if not isinstance(c, str):
+            counts["non_string"] += 1
+            errors.append(_err(path, line, f"non_string_candidate: candidate {k} is {type(c).__name__}", rec, candidate=k))
+        elif not c.strip():
+            counts["empty"] += 1
+        else:
+            kept.append(c)
+    item = Item(rid, task, prompt, kept, rec.get("image"), rec.get("reference"), (path, line))
+    return item, errors, counts
+
+
+def pick_rejected(scores: Sequence[float], chosen: int, texts: Sequence[str], rng: random.Random) -> Optional[int]:
+    """A candidate drawn with `rng` from the lower-scoring half (n // 2 lowest).
+
+    Only candidates scoring strictly below the chosen one and differing from
+    its text qualify; None when none does (no contrast to learn from).
+    """
+    n = len(scores)
+    lower = sorted(range(n), key=lambda i: (scores[i], i))[: n // 2]
+    pool = [i for i in lower if i != chosen and scores[i] < scores[chosen] and texts[i] != texts[chosen]]
+    return rng.choice(pool) if pool else None
+
+
+def _human_turn(prompt: str, image: Any) -> str:
+    if image is not None and IMAGE_PLACEHOLDER not in prompt:
+        return f"{IMAGE_PLACEHOLDER}\n{prompt}"
+    return prompt
+
+
+class Curator:
+    """Scores chunks of `Item`s; holds the scorer so a loaded model is reused."""
+
+    def __init__(self, config: CurationConfig, scorer: Optional[Scorer] = None):
+        self.config = config
+        self.scorer = scorer if scorer is not None else LexicalScorer()
+        self.lexical = self.scorer if isinstance(self.scorer, LexicalScorer) else LexicalScorer()
+        self.scoring_seconds: Counter = Counter()
+        self.candidate_counts: Counter = Counter()
+
+    # -- candidate checks ------------------------------------------------
+    def _usable(self, item: Item) -> Optional[str]:
+        """Apply format checks in place; returns a drop reason or None."""
+        if self.config.require_format:
+            kind = TASK_FORMAT[item.task]
+            good = [c for c in item.candidates if follows_format(c, kind)]
+            self.candidate_counts["bad_format"] += len(item.candidates) - len(good)
+            if item.candidates and not good:
+                item.candidates = good
+                return "bad_format"
+            item.candidates = good
+        if not item.candidates:
+            return "no_candidates"
+        if len(item.candidates) < self.config.min_candidates:
+            return "too_few_candidates"
+        return None
+
+    # -- scoring ---------------------------------------------------------
+    def process(self, items: Sequence[Item]) -> list[Outcome]:
+        outcomes = [Outcome(it) for it in items]
+        live: dict[str, list[int]] = {"caption": [], "reasoning": []}
+        for k, o in enumerate(outcomes):
+            reason = self._usable(o.item)
+            if reason:
+                o.dropped = reason
+            else:
+                live[o.item.task].append(k)
+        if live["caption"]:
+            t0 = time.perf_counter()
+            groups = [[final_description(c) for c in outcomes[k].item.candidates] for k in live["caption"]]
+            all_scores = self.scorer.score(groups)
+            for k, sc in zip(live["caption"], all_scores):
+                self._finish_caption(outcomes[k], [float(x) for x in sc])
+            self.scoring_seconds["caption"] += time.perf_counter() - t0
+        if live["reasoning"]:
+            t0 = time.perf_counter()
+            closeness = self.lexical.score([outcomes[k].item.candidates for k in live["reasoning"]])
+            for k, close in zip(live["reasoning"], closeness):
+                self._finish_reasoning(outcomes[k], [float(x) for x in close])
+            self.scoring_seconds["reasoning"] += time.perf_counter() - t0
+        return outcomes
+
+    def _finish_caption(self, o: Outcome, scores: list[float]) -> None:
+        best = max(range(len(scores)), key=lambda i: (scores[i], -i))
+        o.score = scores[best]
+        self._keep(o, best, scores, {})
+
+    def _finish_reasoning(self, o: Outcome, closeness: list[float]) -> None:
+        it = o.item
+        options = parse_options(it.prompt)
+        answers = [candidate_answer(c, options) for c in it.candidates]
+        v = vote(answers, closeness, lambda i: follows_format(it.candidates[i], "cot"))
+        self.candidate_counts["abstentions"] += v.abstentions
+        if it.reference is not None and v.answer is not None:
+            ref = it.reference if isinstance(it.reference, str) else str(it.reference)
+            o.reference_correct = candidate_answer(ref, options) == v.answer
+        if v.answer is None:
+            o.dropped = "no_answer"
+            o.score = 0.0
+            return
+        o.score = v.score
+        self._keep(o, v.kept_index, v.scores,
+                   {"answer": v.answer, "answers": v.answers, "abstentions": v.abstentions})
+
+    def _keep(self, o: Outcome, best: int, scores: list[float], extra: dict) -> None:
+        it = o.item
+        if o.score < self.config.threshold(it.task) - 1e-9:
+            o.dropped = "below_threshold"
+            return
+        rec = {
+            "id": it.id,
+            "image": it.image,
+            "task": it.task,
+            "conversations": [
+                {"from": "human", "value": _human_turn(it.prompt, it.image)},
+                {"from": "gpt", "value": it.candidates[best]},
+            ],
+            "score": round(o.score, 6),
+            "kept_index": best,
+            "candidates": it.candidates,
+            "scores": [round(s, 6) for s in scores],
+        }
+        rec.update(extra)
+        if it.reference is not None:
+            rec["reference"] = it.reference
+        o.record = rec
+        if self.config.preferences:
+            if len(scores) < 2:
+                o.preference_skipped = "single_candidate"
+                return
+            rng = random.Random(f"{self.config.seed}\x1f{it.id}")
+            rej = pick_rejected(scores, best, it.candidates, rng)
+            if rej is None:
+                o.preference_skipped = "no_contrast"
+                return
+            o.preference = dict(rec, chosen=it.candidates[best], rejected=it.candidates[rej],
+                                chosen_score=rec["score"], rejected_score=round(scores[rej], 6),
+                                rejected_index=rej)
+
+
+@dataclass
+class CurationResult:
+    summary: dict
+    output: str
+    errors_output: str
+    preference_output: Optional[str] = None
+    report: dict = field(default_factory=dict)   # name -> path of the report files
+
+
+def _count_lines(paths: Sequence[Path]) -> Optional[int]:
+    total = 0
+    for p in paths:
+        with open(p, "rb") as f:
+            head = f.read(1 << 16)
+            if head.lstrip()[:1] == b"[":
+                return None
+            total += head.count(b"\n")
+            for buf in iter(lambda: f.read(1 << 22), b""):
+                total += buf.count(b"\n")
+    return total
+
+
+def _read(paths: Sequence[Path], stats: CurationStats, errors: list[dict]) -> Iterator[Item]:
+    seen: set = set()
+    for p in paths:
+        for line, rec in iter_records(p):
+            stats.records += 1
+            if isinstance(rec, RecordError):
+                errors.append(rec.as_dict())
+                stats.dropped["malformed"] += 1
+                continue
+            rid = rec.get("id")
+            if isinstance(rid, (str, int)) and not isinstance(rid, bool) and str(rid) in seen:
+                errors.append(_err(str(p), line, "duplicate_id: id seen before (first kept)", rec))
+                stats.dropped["duplicate_id"] += 1
+                continue
+            item, errs, counts = parse_item(rec, str(p), line)
+            stats.candidates.update(counts)
+            errors.extend(errs)
+            if item is None:
+                reason = errs[0]["reason"].split(":", 1)[0]
+                stats.dropped[reason] += 1
+                if rec.get("task") in stats.tasks:
+                    stats.tasks[rec["task"]].items += 1
+                    stats.tasks[rec["task"]].dropped[reason] += 1
+                continue
+            seen.add(str(item.id))
+            yield item
+
+
+def curate(
+    inputs: Union[PathLike, Sequence[PathLike]],
+    output: PathLike,
+    *,
+    preference_output: Optional[PathLike] = None,
+    report_dir: Optional[PathLike] = None,
+    errors_output: Optional[PathLike] = None,
+    scorer: Union[str, Scorer] = "embedding",
+    embedding_model: Any = None,
+    threshold: Optional[float] = None,
+    caption_threshold: Optional[float] = None,
+    reasoning_threshold: Optional[float] = None,
+    require_format: bool = False,
+    min_candidates: int = 2,
+    seed: int = 0,
+    batch_size: int = 64,
+    chunk_items: int = 1024,
+    device: Optional[str] = None,
+    progress: Optional[bool] = None,
+) -> CurationResult:
+    """Curate candidate files into LLaVA records; returns the summary and paths.
+
+    `scorer`: 'embedding' (sentence-transformers; `embedding_model` is a local
+    path or a loaded model, default the offline MiniLM package), 'lexical', or
+    a `Scorer` instance (reuse a loaded model across calls). `threshold` sets
+    both tasks; `caption_threshold` / `reasoning_threshold` override it (an
+    item is kept when its best score >= the threshold). `batch_size` is the
+    encoder batch; `chunk_items` items are scored per call (one ``encode`` for
+    all their candidates). `progress`: a tqdm bar (None: only on a terminal).
+    Input problems never stop the run: they are written, with file and line,
+    to `errors_output` (default ``<output stem>.errors.jsonl``).
+    """
+    t_start = time.perf_counter()
+    paths = [Path(inputs)] if isinstance(inputs, (str, os.PathLike)) else [Path(p) for p in inputs]
+    for p in paths:
+        if not p.is_file():
+            raise FileNotFoundError(f"curate: input file not found: {p}")
+    base = 0.0 if threshold is None else float(threshold)
+    config = CurationConfig(
+        caption_threshold=base if caption_threshold is None else float(caption_threshold),
+        reasoning_threshold=base if reasoning_threshold is None else float(reasoning_threshold),
+        require_format=require_format,
+        min_candidates=max(1, int(min_candidates)),
+        seed=seed,
+        preferences=preference_output is not None,
+    )
+    if isinstance(scorer, str):
+        scorer_obj = make_scorer(scorer, embedding_model, batch_size=batch_size, device=device)
+    else:
+        scorer_obj = scorer
+    curator = Curator(config, scorer_obj)
+    stats = CurationStats()
+    errors: list[dict] = []
+    errors_output = Path(errors_output) if errors_output else errors_path_for(output)
+
+    from tqdm import tqdm
+
+    total = _count_lines(paths) if progress is not False else None
+    bar = tqdm(total=total, unit="item", desc="curate", disable=(None if progress is None else not progress),
+               file=sys.stderr, mininterval=0.5)
+
+    with contextlib.ExitStack() as stack:
+        out_tmp = stack.enter_context(atomic_path(output))
+        out_f = stack.enter_context(open(out_tmp, "w"))
+        pref_f = None
+        if preference_output is not None:
+            pref_tmp = stack.enter_context(atomic_path(preference_output))
+            pref_f = stack.enter_context(open(pref_tmp, "w"))
+
+        def flush(chunk: list[Item]) -> None:
+            for o in curator.process(chunk):
+                _account(o, stats)
+                if o.record is not None:
+                    out_f.write(dumps(o.record) + "\n")
+                if o.preference is not None and pref_f is not None:
+                    pref_f.write(dumps(o.preference) + "\n")
+
+        chunk: list[Item] = []
+        last = 0
+        for item in _read(paths, stats, errors):
+            chunk.append(item)
+            if len(chunk) >= chunk_items:
+                flush(chunk)
+                chunk = []
+                bar.update(stats.records - last)
+                last = stats.records
+        if chunk:
+            flush(chunk)
+        bar.update(stats.records - last)
+        bar.close()
+        for f in (out_f, pref_f):
+            if f is not None:
+                f.flush()
+                os.fsync(f.fileno())
+        # the errors file is written with the outputs, so none is left stale
+        with atomic_path(errors_output) as err_tmp:
+            with open(err_tmp, "w") as ef:
+                for e in errors:
+                    ef.write(dumps(e) + "\n")
+
+    stats.candidates.update(curator.candidate_counts)
+    stats.errors = len(errors)
+    stats.scoring_seconds.update(curator.scoring_seconds)
+    stats.seconds = time.perf_counter() - t_start
+    thresholds = {"caption": config.caption_threshold, "reasoning": config.reasoning_threshold}
+    meta = {
+        "inputs": [str(p) for p in paths],
+        "output": str(output),
+        "preference_output": str(preference_output) if preference_output is not None else None,
+        "errors_output": str(errors_output),
+        "scorer": getattr(scorer_obj, "name", type(scorer_obj).__name__),
+        "embedding_model": getattr(scorer_obj, "model_name", None),
+        "require_format": require_format,
+        "min_candidates": config.min_candidates,
+        "seed": seed,
+    }
+    summary = summary_dict(stats, meta, thresholds)
+    report_paths = write_report(report_dir, summary, thresholds) if report_dir is not None else {}
+    return CurationResult(summary, str(output), str(errors_output),
+                          str(preference_output) if preference_output is not None else None, report_paths)
+
+
+def _account(o: Outcome, stats: CurationStats) -> None:
+    ts = stats.tasks[o.item.task]
+    ts.items += 1
+    if o.score is not None:
+        ts.scores.append(o.score)
+    if o.reference_correct is not None:
+        ts.reference_total += 1
+        ts.reference_correct += int(o.reference_correct)
+    if o.record is not None:
+        stats.kept += 1
+        ts.kept += 1
+        if o.reference_correct is not None:
+            ts.reference_kept_total += 1
+            ts.reference_kept_correct += int(o.reference_correct)
+    else:
+        stats.dropped[o.dropped] += 1
+        ts.dropped[o.dropped] += 1
+    if o.preference is not None:
+        stats.preference_pairs += 1
+    elif o.preference_skipped:
+        stats.preference_skipped[o.preference_skipped] += 1

