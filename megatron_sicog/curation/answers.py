@@ -35,7 +35,7 @@ _ANSWER_CUE = re.compile(
     r"(?:\b(?:final|correct|best|right)\s+)?"
     r"\b(?:answer|option|choice)s?\b"
     r"(?:\s*\*\*)?"  # "**Answer**: X" / "**Answer:** X"
-    r"\s*(?:is|would\s+be|should\s+be|will\s+be|must\s+be|=|:|-|–|—)"
+    r"\s*(?:(?:is|would\s+be|should\s+be|will\s+be|must\s+be)(?:\s*[:=])?|=|:|-|–|—)"
     r"(?:\s*\*\*)?\s*"
     r"(?:therefore\s+|then\s+|thus\s+|clearly\s+)?"
     r"(?P<ans>[^\n]+)",
@@ -51,36 +51,47 @@ _OPTION_FORMS = re.compile(
     r")",
     re.MULTILINE,
 )
-_YESNO_START = re.compile(r"^\W*(yes|no)\b", re.IGNORECASE)
+_YESNO_START = re.compile(
+    r"^\W*(yes|no)\b(?!\s+(?:idea|one|answer|way|clue|information|object|visible|clear)\b)", re.IGNORECASE
+)
 _REFUSAL = re.compile(
     r"\b(?:cannot|can't|can not|unable|not sure|unclear|not possible|impossible to|"
-    r"don't know|do not know|no answer|not enough information)\b",
+    r"don't know|do not know|no answer|no idea|not enough information)\b",
     re.IGNORECASE,
 )
+_NOT_AN_ANSWER_START = frozenset(
+    "this that it so therefore thus hence which these those i we based according".split()
+)
+_N_TEXT = re.compile(r"\\text\s*\{([^{}]*)\}")
 _SENT_END = re.compile(r"(?<!\d)\.(?!\d)|(?<=\d)\.(?=\s|$)|[!?;]|\s+(?:because|since|as)\s+", re.IGNORECASE)
+
+
+_LEAD_OPTION = re.compile(r"^\(?[A-Ha-h][.)]\s+")
+_DOLLARS = re.compile(r"^\$+|\$+$")
+_WORD_CHAR = re.compile(r"\w")
+_QUOTES_MARKUP = " \t*_`\"'“”‘’"
 
 
 def _trim_span(span: str) -> str:
     """Cut an answer span at its sentence end and strip markup around it."""
     span = span.strip()
-    # a leading option letter with a trailing period ("B. red") must survive
-    m = re.match(r"^\(?[A-Ha-h][.)]\s+", span)
+    # the period of a leading option letter ("B. red") is not a sentence end
+    m = _LEAD_OPTION.match(span)
     head = ""
     if m:
         head, span = span[: m.end()], span[m.end():]
     cut = _SENT_END.search(span)
     if cut:
         span = span[: cut.start()]
-    span = (head + span).strip()
-    span = span.strip(" \t*_`\"'“”‘’")
-    span = re.sub(r"^\$+|\$+$", "", span).strip()  # $x$ (LaTeX); "$12" keeps its $
-    if span.count("$") == 0 and span.startswith("\\(") and span.endswith("\\)"):
+    span = (head + span).strip().strip(_QUOTES_MARKUP)
+    span = _DOLLARS.sub("", span).strip()  # $x$ (LaTeX) and a currency sign
+    if span.startswith("\\(") and span.endswith("\\)"):
         span = span[2:-2].strip()
-    return span.rstrip(" .,:;").strip(" *_`\"'“”‘’")
+    return span.rstrip(" .,:;").strip(_QUOTES_MARKUP)
 
 
 def _looks_like_answer(span: str) -> bool:
-    return bool(span) and bool(re.search(r"\w", span)) and len(span.split()) <= 40
+    return bool(span) and bool(_WORD_CHAR.search(span)) and len(span.split()) <= 40
 
 
 def _conclusion_text(text: str) -> tuple[str, bool]:
@@ -94,54 +105,59 @@ def _conclusion_text(text: str) -> tuple[str, bool]:
     return text.strip(), False
 
 
-def _extract_from(segment: str, short_ok: bool) -> Optional[str]:
-    # 1. explicit cue, last occurrence wins ("... not A. The answer is B.")
+def _cue_answer(segment: str) -> Optional[str]:
+    """An explicit cue: the last ``\\boxed{..}``, else the last ``answer is / answer:``."""
     boxed = list(_BOXED.finditer(segment))
     if boxed:
-        span = _trim_span(boxed[-1].group("ans"))
-        span = re.sub(r"\\text\s*\{([^{}]*)\}", r"\1", span)
+        span = _N_TEXT.sub(r"\1", _trim_span(boxed[-1].group("ans")))
         if _looks_like_answer(span):
             return span
-    cues = list(_ANSWER_CUE.finditer(segment))
-    for m in reversed(cues):
+    for m in reversed(list(_ANSWER_CUE.finditer(segment))):
         span = _trim_span(m.group("ans"))
         if _looks_like_answer(span):
             return span
-    # 2. an option letter in a stand-alone form
+    return None
+
+
+def _implicit_answer(segment: str) -> Optional[str]:
+    """No cue: an option letter in a stand-alone form, or a leading yes / no."""
     opts = list(_OPTION_FORMS.finditer(segment))
     if opts:
-        m = opts[-1]
-        return next(g for g in m.groups() if g).upper()
-    # 3. yes / no opening the segment ("Yes, the cup is on the left.")
+        return next(g for g in opts[-1].groups() if g).upper()
     m = _YESNO_START.match(segment)
     if m:
         return m.group(1).capitalize()
-    # 4. a short segment is its own answer ("42", "red car", "Two.") unless it
-    #    says it cannot answer
-    if short_ok:
-        whole = segment.strip().rstrip(" .!")
-        if (
-            len(whole.split()) <= 6
-            and "\n" not in whole
-            and not re.search(r"[.!?;](?:\s|$)", whole)
-            and not _REFUSAL.search(whole)
-        ):
-            span = _trim_span(whole)
-            if _looks_like_answer(span):
-                return span
+    return None
+
+
+def _short_answer(segment: str) -> Optional[str]:
+    """A short segment is its own answer ("42", "red car", "Two.") unless it
+    is a sentence about the answer or says it cannot answer."""
+    whole = segment.strip().rstrip(" .!")
+    words = whole.split()
+    if (
+        0 < len(words) <= 6
+        and "\n" not in whole
+        and not re.search(r"[.!?;](?:\s|$)", whole)
+        and words[0].lower().strip(",") not in _NOT_AN_ANSWER_START
+        and not _REFUSAL.search(whole)
+    ):
+        span = _trim_span(whole)
+        if _looks_like_answer(span):
+            return span
     return None
 
 
 def extract_answer(text: str) -> Optional[str]:
     """The raw final answer of a structured CoT or free-text response.
 
-    Looks at the conclusion step (``Step 4: Conclusion.``) when the text is a
-    structured CoT, the whole text otherwise, and takes, in order: the last
-    ``\\boxed{..}`` or ``answer is / answer: / correct option is`` cue, an
-    option letter in a stand-alone form (``(B)``, ``**B**``, ``B.``, ``option
-    B``), a leading yes/no, or the segment itself when it is short (a word or
-    phrase). A CoT whose conclusion yields nothing falls back to an explicit
-    cue anywhere in the text. Returns ``None`` when there is no answer.
+    Looks at the conclusion step (``Step 4: Conclusion.``; the last step of
+    any other step structure) when there is one, the whole text otherwise,
+    and takes, in order: the last ``\\boxed{..}`` or ``answer is / answer: /
+    correct option is`` cue; an option letter in a stand-alone form (``(B)``,
+    ``**B**``, ``B.``, ``option B``); a leading yes / no; for a structured
+    CoT, a cue anywhere in the text; finally the segment itself when it is a
+    short word or phrase. Returns ``None`` when there is no answer.
     """
     if not isinstance(text, str):
         return None
@@ -149,14 +165,10 @@ def extract_answer(text: str) -> Optional[str]:
     if not text:
         return None
     segment, structured = _conclusion_text(text)
-    ans = _extract_from(segment, short_ok=True)
+    ans = _cue_answer(segment) or _implicit_answer(segment)
     if ans is None and structured:
-        # conclusion without a cue: an explicit cue elsewhere still counts
-        for m in reversed(list(_ANSWER_CUE.finditer(text))):
-            span = _trim_span(m.group("ans"))
-            if _looks_like_answer(span):
-                return span
-    return ans
+        ans = _cue_answer(text)
+    return ans if ans is not None else _short_answer(segment)
 
 
 # ------------------------------------------------------------- normalisation
@@ -183,7 +195,6 @@ _NUMBER_WITH_UNIT = re.compile(
 
 
 _N_BOXED = re.compile(r"\\boxed\s*\{(.*)\}")
-_N_TEXT = re.compile(r"\\text\s*\{([^{}]*)\}")
 _YESNO = re.compile(r"^(yes|no)\b(?:\s*[,.;:!-]|\s*$)")
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")
 _STRAY_DOT = re.compile(r"(?<!\d)\.|\.(?!\d)")

@@ -147,7 +147,7 @@ def write_report(report_dir: Union[str, Path], summary: dict, thresholds: dict) 
             ax.axvline(t, color=colors.get(task), linestyle="--", linewidth=1)
     ax.set_xlabel("best candidate score (caption: mean cosine; reasoning: winning share)")
     ax.set_ylabel("items")
-    ax.set_title(f"Self-consistency scores ({summary.get('scorer', '')} scorer)")
+    ax.set_title(f"Self-consistency scores (caption scorer: {summary.get('scorer', '')})")
     if tasks:
         ax.legend()
     _save_png(fig, Path(paths["score_hist"]))
