@@ -54,3 +54,37 @@ def make_hf_tokenizer(texts: Sequence[str], out_dir: Union[str, Path], vocab_siz
     out_dir = Path(out_dir)
     fast.save_pretrained(str(out_dir))
     return out_dir
+
+
+def make_records(out_dir: Union[str, Path], n: int, seed: int = 0, image_every: int = 1,
+                 multi_turn_every: int = 3) -> tuple[Path, Path]:
+    """A JSONL of n LLaVA records and an image folder; returns (jsonl, image_root).
+
+    Record i has an image (PNG/JPEG, sizes vary) when i % image_every == 0, and
+    two turns when i % multi_turn_every == 0.
+    """
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    out_dir = Path(out_dir)
+    root = out_dir / "images"
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    texts = toy_texts(3 * n + 3, seed=seed)
+    path = out_dir / "records.jsonl"
+    with open(path, "w") as f:
+        for i in range(n):
+            conv = [{"from": "human", "value": texts[3 * i]}, {"from": "gpt", "value": texts[3 * i + 1]}]
+            rec = {"id": f"rec{i}", "conversations": conv}
+            if i % image_every == 0:
+                ext = "png" if i % 2 else "jpg"
+                img = rng.integers(0, 256, (int(rng.integers(8, 40)), int(rng.integers(8, 40)), 3), dtype=np.uint8)
+                Image.fromarray(img).save(root / f"img{i}.{ext}")
+                rec["image"] = f"img{i}.{ext}"
+                conv[0]["value"] = "<image>\n" + conv[0]["value"]
+            if i % multi_turn_every == 0:
+                conv += [{"from": "human", "value": texts[3 * i + 2]}, {"from": "gpt", "value": texts[3 * i + 3]}]
+            f.write(json.dumps(rec) + "\n")
+    return path, root

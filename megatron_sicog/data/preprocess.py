@@ -1,0 +1,296 @@
+"""Records -> samples: the engine behind ``tools/preprocess_data.py``.
+
+Input records (JSONL or a JSON list, see `megatron_sicog.io.iter_records`):
+
+* LLaVA conversations ``{"id", "image"?, "conversations": [...]}`` (multi-turn,
+  text-only or with one image path / a list of paths relative to
+  ``image_root``; the number of images must equal the number of ``<image>``
+  placeholders in human turns) -> chat template, loss on assistant replies;
+* plain documents ``{"text": ...}`` (pre-training text) -> tokens + eod, loss on
+  all of them.
+
+Work is split in chunks of raw lines; each worker process parses, loads and
+checks images, tokenises the whole chunk with ONE batched tokenizer call and
+returns the chunk as a single flat array of items (see `indexed` for the
+layout), which the main process appends with one write. Chunks are kept in
+input order, so the output does not depend on ``--workers``.
+
+A record that cannot be converted (malformed JSON, unknown shape, missing or
+unreadable image, no assistant turn, over-long under ``overlong="drop"``) is
+returned as an error entry ``{"file", "line", "id", "reason"}``; the caller
+decides whether to skip or stop.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Optional, Union
+
+import numpy as np
+
+from ..io import RecordError, iter_records, loads
+from .chat_template import _IMAGE, plan_conversation, plan_text, encode_plans_spans
+from .image import encode_image_bytes, resize_image
+from .indexed import MODE_IMAGE, MODE_TEXT, max_tokens_for, pack_bytes, token_dtype
+from .tokenizer import build_tokenizer
+
+
+@dataclass
+class ConvertConfig:
+    """Everything a worker needs to turn a record into a sample."""
+
+    tokenizer_type: str
+    tokenizer_model: str
+    chat_template: str = "qwen2"
+    system: Optional[str] = None
+    image_root: Optional[str] = None
+    image_size: Optional[int] = None   # None: keep the source bytes; S: store SxS raw pixels (PPM)
+    seq_length: Optional[int] = None
+    overlong: str = "truncate"         # or "drop"
+    image_seq_length: int = 1          # tokens one image occupies after the trainer expands it
+    vocab_size: int = 0                # filled by `prepare`
+    dtype: type = field(default=np.int32)
+
+
+@dataclass
+class ChunkResult:
+    """One converted chunk: items of all its samples, flat, plus errors and counts."""
+
+    flat: np.ndarray
+    item_lengths: np.ndarray
+    item_modes: np.ndarray
+    items_per_doc: np.ndarray
+    errors: list
+    records: int
+    tokens: int
+    images: int
+    truncated: int
+    nbytes_in: int
+
+
+class RecordSkip(Exception):
+    """A record that cannot be converted; the message is the reason."""
+
+
+_WORKER: dict = {}
+
+
+def prepare(cfg: ConvertConfig) -> ConvertConfig:
+    """Check the tokenizer and fill vocab size and dtype (in the main process)."""
+    tok = build_tokenizer(cfg.tokenizer_type, cfg.tokenizer_model)
+    cfg.vocab_size = tok.vocab_size
+    cfg.dtype = token_dtype(tok.vocab_size)
+    if cfg.overlong not in ("truncate", "drop"):
+        raise ValueError(f"--overlong must be truncate or drop, not {cfg.overlong!r}")
+    if cfg.seq_length is not None and cfg.seq_length < 1:
+        raise ValueError(f"--seq-length must be positive, got {cfg.seq_length}")
+    _WORKER.clear()
+    _WORKER.update(cfg=cfg, tok=tok)
+    return cfg
+
+
+def init_worker(cfg: ConvertConfig) -> None:
+    """Pool initializer: one tokenizer per worker process."""
+    if _WORKER.get("cfg") is not cfg:
+        _WORKER.update(cfg=cfg, tok=build_tokenizer(cfg.tokenizer_type, cfg.tokenizer_model))
+
+
+def _load_image_bytes(cfg: ConvertConfig, rel: str) -> bytes:
+    from PIL import Image
+
+    if not isinstance(rel, str) or not rel:
+        raise RecordSkip(f"'image' entries must be non-empty strings, got {rel!r}")
+    path = os.path.join(cfg.image_root or "", rel)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise RecordSkip(f"missing image {path}: {e.strerror}") from None
+    try:
+        import io
+
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()  # full decode: a truncated file fails here, not in training
+            if cfg.image_size is None:
+                return data
+            arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except Image.UnidentifiedImageError:
+        raise RecordSkip(f"unreadable image {path}: not a recognised image format") from None
+    except Exception as e:  # noqa: BLE001 - PIL raises many kinds
+        raise RecordSkip(f"unreadable image {path}: {type(e).__name__}: {e}") from None
+    return encode_image_bytes(resize_image(arr, cfg.image_size), "PPM")
+
+
+def _plan(cfg: ConvertConfig, rec: dict):
+    """(plan, image bytes) of a record, or RecordSkip."""
+    try:
+        if "conversations" in rec:
+            plan = plan_conversation(rec["conversations"], cfg.chat_template, cfg.system)
+        elif isinstance(rec.get("text"), str):
+            plan = plan_text(rec["text"])
+        else:
+            raise RecordSkip("record has neither 'conversations' nor a string 'text'")
+    except ValueError as e:
+        raise RecordSkip(str(e)) from None
+    image = rec.get("image")
+    paths = [] if image is None else image if isinstance(image, list) else [image]
+    n_placeholders = sum(1 for kind, _, _ in plan if kind == _IMAGE)
+    if n_placeholders != len(paths):
+        raise RecordSkip(f"record has {len(paths)} image(s) but {n_placeholders} <image> placeholder(s)")
+    return plan, [_load_image_bytes(cfg, p) for p in paths]
+
+
+def _fit(cfg: ConvertConfig, ids: list, spans: list, images: list, image_id: Optional[int]):
+    """Apply --seq-length / the dtype limit; returns (ids, spans, images, truncated)."""
+    limit = max_tokens_for(cfg.dtype)
+    extra = cfg.image_seq_length - 1
+    length = len(ids) + extra * len(images)
+    if cfg.seq_length is not None:
+        limit = min(limit, cfg.seq_length)
+    if length <= limit:
+        return ids, spans, images, False
+    if cfg.overlong == "drop" or cfg.seq_length is None:
+        raise RecordSkip(f"over-long: {length} tokens > limit {limit}")
+    # truncate: keep the longest prefix whose expanded length fits
+    weights = np.ones(len(ids), dtype=np.int64)
+    if extra and images:
+        weights[np.asarray(ids) == image_id] += extra
+    keep = int(np.searchsorted(np.cumsum(weights), limit, side="right"))
+    ids = ids[:keep]
+    n_img = ids.count(image_id) if images else 0
+    spans = [(s, min(e, keep)) for s, e in spans if s < keep]
+    if not spans:
+        raise RecordSkip(f"over-long: no assistant token left after truncation to {limit} tokens")
+    return ids, spans, images[:n_img], True
+
+
+def convert_chunk(task: tuple) -> ChunkResult:
+    """Convert one chunk ``(path, [(line, raw bytes | record | RecordError)], nbytes)``."""
+    path, items, nbytes = task
+    cfg: ConvertConfig = _WORKER["cfg"]
+    tok = _WORKER["tok"]
+    errors, plans, meta = [], [], []
+    for line, raw in items:
+        rec = raw
+        if isinstance(raw, (bytes, str)):
+            try:
+                rec = loads(raw)
+            except Exception as e:  # noqa: BLE001
+                errors.append({"file": path, "line": line, "id": None, "reason": f"malformed JSON: {e}"})
+                continue
+        if isinstance(rec, RecordError):
+            errors.append({"file": path, "line": line, "id": None, "reason": rec.reason})
+            continue
+        if not isinstance(rec, dict):
+            errors.append({"file": path, "line": line, "id": None,
+                           "reason": f"record is {type(rec).__name__}, not an object"})
+            continue
+        try:
+            plan, images = _plan(cfg, rec)
+        except RecordSkip as e:
+            errors.append({"file": path, "line": line, "id": rec.get("id"), "reason": str(e)})
+            continue
+        plans.append(plan)
+        meta.append((line, rec.get("id"), images))
+
+    encoded = encode_plans_spans(tok, plans) if plans else []
+    image_id = None
+    arrays, lengths, modes, per_doc = [], [], [], []
+    tokens = n_images = truncated = 0
+    dtype = cfg.dtype
+    for (ids, spans), (line, rid, images) in zip(encoded, meta):
+        if images and image_id is None:
+            image_id = tok.image_token_id
+        try:
+            ids, spans, images, cut = _fit(cfg, ids, spans, images, image_id)
+        except RecordSkip as e:
+            errors.append({"file": path, "line": line, "id": rid, "reason": str(e)})
+            continue
+        truncated += cut
+        arrays.append(np.array(ids, dtype=dtype))
+        arrays.append(np.array(spans, dtype=dtype).reshape(-1))
+        lengths += [len(ids), 2 * len(spans)]
+        modes += [MODE_TEXT, MODE_TEXT]
+        for b in images:
+            packed = pack_bytes(b, dtype)
+            arrays.append(packed)
+            lengths.append(packed.size)
+            modes.append(MODE_IMAGE)
+        per_doc.append(2 + len(images))
+        tokens += len(ids)
+        n_images += len(images)
+    errors.sort(key=lambda e: e["line"])
+    flat = np.concatenate(arrays) if arrays else np.zeros(0, dtype=dtype)
+    return ChunkResult(flat, np.asarray(lengths, dtype=np.int64), np.asarray(modes, dtype=np.int8),
+                       np.asarray(per_doc, dtype=np.int64), errors, len(items), tokens, n_images,
+                       truncated, nbytes)
+
+
+def _is_json_list(path: Union[str, Path]) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(4096).lstrip()
+    return head[:1] == b"["
+
+
+def shard_byte_range(size: int, shard_index: int, num_shards: int) -> tuple[int, int]:
+    return size * shard_index // num_shards, size * (shard_index + 1) // num_shards
+
+
+def input_chunks(path: Union[str, Path], chunk_size: int, shard_index: int = 0,
+                 num_shards: int = 1) -> Iterator[tuple]:
+    """Chunks ``(path, [(line, raw)], nbytes)`` of this shard's records, in file order.
+
+    JSONL: shard k holds the lines that START in bytes ``[k*S/n, (k+1)*S/n)``
+    (so merged shards keep the input order); line numbers are file lines.
+    JSON list: shard k holds a contiguous range of list indices.
+    """
+    path = str(path)
+    size = os.path.getsize(path)
+    if _is_json_list(path):
+        records = list(iter_records(path))
+        lo, hi = shard_byte_range(len(records), shard_index, num_shards)
+        per = max(1, size // max(1, len(records)))
+        for i in range(lo, hi, chunk_size):
+            part = records[i:min(hi, i + chunk_size)]
+            yield path, part, per * len(part)
+        return
+    start, end = shard_byte_range(size, shard_index, num_shards)
+    with open(path, "rb") as f:
+        lineno = 0
+        if start > 0:
+            f.seek(start - 1)
+            if f.read(1) != b"\n":
+                f.readline()  # the line that began before our range belongs to the previous shard
+            start = f.tell()
+            # count the lines before our range (fast: raw byte counting)
+            f.seek(0)
+            remaining = start
+            while remaining:
+                block = f.read(min(remaining, 1 << 24))
+                lineno += block.count(b"\n")
+                remaining -= len(block)
+        pos = start
+        chunk, nbytes = [], 0
+        while pos < end:
+            line = f.readline()
+            if not line:
+                break
+            pos += len(line)
+            lineno += 1
+            nbytes += len(line)
+            if line.strip():
+                chunk.append((lineno, line))
+            if len(chunk) >= chunk_size:
+                yield path, chunk, nbytes
+                chunk, nbytes = [], 0
+        if chunk or nbytes:
+            yield path, chunk, nbytes
+
+
+def shard_input_bytes(paths, shard_index: int, num_shards: int) -> int:
+    total = 0
+    for p in paths:
+        lo, hi = shard_byte_range(os.path.getsize(p), shard_index, num_shards)
+        total += hi - lo
+    return total

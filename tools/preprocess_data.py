@@ -1,0 +1,201 @@
+#!/usr/bin/env python
+"""Convert curated LLaVA records to a Megatron multimodal indexed dataset (.bin/.idx).
+
+    python tools/preprocess_data.py --input curated.jsonl --image-root images/ \\
+        --tokenizer-type SentencePieceTokenizer --tokenizer-model tok.model \\
+        --chat-template qwen2 --output-prefix data/sicog_gen1 --workers 8 --seq-length 2048
+
+Writes ``<prefix>.bin/.idx`` (one document per sample: tokens, loss spans, one
+item per image; layout in `megatron_sicog/data/indexed.py`; megatron-core's
+``IndexedDataset(prefix, multimodal=True)`` opens it) and
+``<prefix>.errors.jsonl`` (one line per skipped record: file, line, id, reason).
+
+Images: by default the source file's encoded bytes are stored as they are —
+lossless with respect to the source, about 10x smaller than raw pixels for
+JPEGs, and the resolution stays a training-time choice (the vision encoder's
+input size may change between SICOG generations). ``--image-size S`` stores
+SxS raw RGB pixels instead (bicubic, as PPM): more disk, no decode/resize in the
+data loader. Every image is fully decoded once here, so a broken file is a
+skipped record now rather than a crash in training.
+
+Errors: ``--on-error skip`` (default) skips and lists bad records;
+``--on-error fail`` stops at the first with ``file:line: reason``. Over-long
+samples (``--seq-length``, counting ``--image-seq-length`` tokens per image) are
+cut (``--overlong truncate``, default) or skipped (``drop``). Outputs appear only
+when complete; an interrupted run (Ctrl-C, SIGTERM) leaves no partial files.
+
+Sharding for SLURM arrays: ``--shard-index $SLURM_ARRAY_TASK_ID --num-shards N``
+converts a contiguous slice of the input; ``tools/merge_datasets.py`` joins the
+shards in order.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from megatron_sicog.data.chat_template import TEMPLATES  # noqa: E402
+from megatron_sicog.data.preprocess import (  # noqa: E402
+    ConvertConfig,
+    convert_chunk,
+    init_worker,
+    input_chunks,
+    prepare,
+    shard_input_bytes,
+)
+from megatron_sicog.data.tokenizer import TOKENIZER_TYPES  # noqa: E402
+from megatron_sicog.io import atomic_path, dumps  # noqa: E402
+
+
+class PreprocessError(RuntimeError):
+    """A bad record under --on-error fail."""
+
+
+def get_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = ap.add_argument_group("input data")
+    g.add_argument("--input", nargs="+", required=True, help="JSONL or JSON-list files of records")
+    g.add_argument("--image-root", default=None, help="folder the records' 'image' paths are relative to")
+    g = ap.add_argument_group("tokenizer")
+    g.add_argument("--tokenizer-type", required=True, choices=TOKENIZER_TYPES)
+    g.add_argument("--tokenizer-model", required=True)
+    g.add_argument("--chat-template", default="qwen2", choices=sorted(TEMPLATES))
+    g.add_argument("--system", default=None, help="system prompt added to every conversation")
+    g = ap.add_argument_group("samples")
+    g.add_argument("--seq-length", type=int, default=None, help="longest sample (tokens, images expanded)")
+    g.add_argument("--image-seq-length", type=int, default=1,
+                   help="tokens one image occupies after the trainer expands it (for --seq-length)")
+    g.add_argument("--overlong", choices=["truncate", "drop"], default="truncate")
+    g.add_argument("--image-size", type=int, default=None,
+                   help="store SxS raw pixels instead of the source bytes (default: source bytes)")
+    g = ap.add_argument_group("output data")
+    g.add_argument("--output-prefix", required=True, help="writes <prefix>.bin/.idx/.errors.jsonl")
+    g = ap.add_argument_group("runtime")
+    g.add_argument("--workers", type=int, default=1, help="worker processes (0: convert in this process)")
+    g.add_argument("--chunk-size", type=int, default=512, help="records per task sent to a worker")
+    g.add_argument("--log-interval", type=int, default=100000, help="print a progress line every N records")
+    g.add_argument("--on-error", choices=["skip", "fail"], default="skip")
+    g.add_argument("--shard-index", type=int, default=0)
+    g.add_argument("--num-shards", type=int, default=1)
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = ap.parse_args(argv)
+    for p in args.input:
+        if not os.path.isfile(p):
+            ap.error(f"--input {p}: no such file")
+    if not 0 <= args.shard_index < args.num_shards:
+        ap.error(f"--shard-index {args.shard_index} must be in [0, --num-shards {args.num_shards})")
+    if args.workers < 0 or args.chunk_size < 1:
+        ap.error("--workers must be >= 0 and --chunk-size >= 1")
+    return args
+
+
+def _ordered_results(tasks, workers: int, cfg: ConvertConfig):
+    """Results of convert_chunk in task order; at most 2 tasks per worker in flight."""
+    if workers == 0:
+        init_worker(cfg)
+        for t in tasks:
+            yield convert_chunk(t)
+        return
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(workers, initializer=init_worker, initargs=(cfg,)) as pool:
+        pending: collections.deque = collections.deque()
+        for t in tasks:
+            pending.append(pool.apply_async(convert_chunk, (t,)))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+
+def _raise_on_term(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def run(args: argparse.Namespace) -> dict:
+    from tqdm import tqdm
+
+    from megatron_sicog.data.indexed import SampleWriter
+
+    t0 = time.time()
+    cfg = prepare(ConvertConfig(
+        tokenizer_type=args.tokenizer_type, tokenizer_model=args.tokenizer_model,
+        chat_template=args.chat_template, system=args.system, image_root=args.image_root,
+        image_size=args.image_size, seq_length=args.seq_length, overlong=args.overlong,
+        image_seq_length=args.image_seq_length))
+    tasks = (t for p in args.input
+             for t in input_chunks(p, args.chunk_size, args.shard_index, args.num_shards))
+    total_bytes = shard_input_bytes(args.input, args.shard_index, args.num_shards)
+    stats = collections.Counter()
+    old_term = signal.signal(signal.SIGTERM, _raise_on_term)
+    bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="preprocess", disable=args.no_progress,
+               dynamic_ncols=True, mininterval=1.0)
+    next_log = args.log_interval
+    try:
+        with SampleWriter(args.output_prefix, cfg.dtype) as writer, \
+                atomic_path(args.output_prefix + ".errors.jsonl") as err_tmp, \
+                open(err_tmp, "w") as err_file:
+            _umask = os.umask(0)
+            os.umask(_umask)
+            os.chmod(err_tmp, 0o666 & ~_umask)  # like the .bin/.idx, not mkstemp's 0600
+            for res in _ordered_results(tasks, args.workers, cfg):
+                if res.errors and args.on_error == "fail":
+                    e = res.errors[0]
+                    raise PreprocessError(f"{e['file']}:{e['line']}: {e['reason']} (--on-error fail)")
+                for e in res.errors:
+                    err_file.write(dumps(e) + "\n")
+                if len(res.items_per_doc):
+                    writer.add_documents(res.flat, res.item_lengths, res.item_modes, res.items_per_doc)
+                stats.update(read=res.records, written=len(res.items_per_doc), skipped=len(res.errors),
+                             tokens=res.tokens, images=res.images, truncated=res.truncated,
+                             bytes_in=res.nbytes_in)
+                bar.update(res.nbytes_in)
+                dt = max(time.time() - t0, 1e-9)
+                bar.set_postfix_str(f"{stats['read'] / dt:,.0f} docs/s, {stats['skipped']} skipped", refresh=False)
+                if args.log_interval and stats["read"] >= next_log:
+                    next_log += args.log_interval
+                    bar.write(f"processed {stats['read']} records ({stats['read'] / dt:,.0f} docs/s, "
+                              f"{stats['bytes_in'] / dt / 1e6:.1f} MB/s), {stats['skipped']} skipped")
+            err_file.flush()
+            stats["bytes_out"] = writer.nbytes
+    finally:
+        bar.close()
+        signal.signal(signal.SIGTERM, old_term)
+    stats["seconds"] = time.time() - t0
+    return dict(stats)
+
+
+def summary_line(s: dict, prefix: str) -> str:
+    dt = max(s.get("seconds", 0.0), 1e-9)
+    return (f"preprocess_data: read {s.get('read', 0)}, written {s.get('written', 0)}, "
+            f"skipped {s.get('skipped', 0)} (see {prefix}.errors.jsonl), truncated {s.get('truncated', 0)}, "
+            f"tokens {s.get('tokens', 0)}, images {s.get('images', 0)}, "
+            f"{s.get('bytes_out', 0) / 1e6:.1f} MB written, {dt:.1f} s "
+            f"({s.get('read', 0) / dt:,.0f} docs/s, {s.get('tokens', 0) / dt:,.0f} tokens/s, "
+            f"{s.get('bytes_in', 0) / dt / 1e6:.1f} MB/s in)")
+
+
+def main(argv=None) -> int:
+    args = get_args(argv)
+    try:
+        stats = run(args)
+    except PreprocessError as e:
+        print(f"error: {e}; no output written", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; no output written", file=sys.stderr)
+        return 130
+    print(summary_line(stats, args.output_prefix))
+    return 0
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(BrokenPipeError):
+        sys.exit(main())
