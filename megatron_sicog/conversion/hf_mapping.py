@@ -1,0 +1,315 @@
+"""Canonical (TP1/PP1) tensors <-> Hugging Face LLaVA tensors, and configs both ways.
+
+Hugging Face names are written in the layout ``save_pretrained`` of
+``LlavaForConditionalGeneration`` produces in transformers 5.x::
+
+    vision_tower.{embeddings,pre_layrnorm,encoder.layers.N,post_layernorm}.*   (CLIP)
+    multi_modal_projector.linear_{1,2}.*
+    language_model.model.{embed_tokens,layers.N,norm}.*                       (Llama / Qwen2)
+    language_model.lm_head.weight                                             (untied only)
+
+Readers (`safetensors_io.HFSource`) translate other layouts into this one.
+
+Every canonical tensor is made by one `Rule` from one or more HF tensors:
+
+* ``copy``: same tensor.
+* ``qkv``: megatron's fused ``linear_qkv`` is grouped by query group
+  ``[g0: q heads of g0, k, v | g1: ...]``; HF keeps ``q_proj``, ``k_proj``,
+  ``v_proj`` apart (grouped-query attention: fewer k/v heads).
+* ``gate_up``: megatron's SwiGLU ``linear_fc1`` is ``[gate; up]``.
+
+Tied embeddings: the canonical form has no ``output_layer`` and HF has no
+``lm_head`` on disk. CLIP's ``post_layernorm`` is not used by LLaVA and has no
+megatron counterpart: `HF_ONLY` tensors are kept beside the checkpoint.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+
+from megatron_sicog.model.presets import LanguageArgs, ModelArgs, VisionArgs
+
+V, P, LM = "vision_tower.", "multi_modal_projector.", "language_model.model."
+HEAD = "language_model.lm_head.weight"
+# HF tensors with no megatron counterpart (unused by LLaVA) and their default makers
+HF_ONLY = (V + "post_layernorm.weight", V + "post_layernorm.bias")
+
+TEXT_FAMILIES = {"llama": "llama", "qwen2": "qwen2"}  # HF text model_type -> LanguageArgs.family
+VISION_ACTS = ("quick_gelu", "gelu")
+
+
+class ConversionError(ValueError):
+    """A checkpoint or config that cannot be converted; the message says what and why."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    canonical: str
+    hf: tuple[str, ...]
+    kind: str = "copy"  # copy | qkv | gate_up
+    heads: int = 0
+    groups: int = 0
+
+
+def qkv_to_megatron(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, groups: int) -> torch.Tensor:
+    """q [heads*d, ...], k/v [groups*d, ...] -> megatron grouped [groups*(heads/groups+2)*d, ...]."""
+    rest = q.shape[1:]
+    q = q.reshape(groups, -1, *rest)
+    k = k.reshape(groups, -1, *rest)
+    v = v.reshape(groups, -1, *rest)
+    if q.shape[1] != k.shape[1] * (heads // groups):
+        raise ConversionError(f"q rows per group {q.shape[1]} != k rows per group {k.shape[1]} x "
+                              f"heads/groups {heads // groups}")
+    return torch.cat([q, k, v], dim=1).reshape(-1, *rest)
+
+
+def qkv_from_megatron(t: torch.Tensor, heads: int, groups: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    rest = t.shape[1:]
+    per_group = heads // groups + 2
+    d = t.shape[0] // (groups * per_group)
+    g = t.reshape(groups, per_group * d, *rest)
+    q, k, v = g.split([(per_group - 2) * d, d, d], dim=1)
+    return (q.reshape(-1, *rest).contiguous(), k.reshape(-1, *rest).contiguous(),
+            v.reshape(-1, *rest).contiguous())
+
+
+def to_canonical(rule: Rule, tensors: list[torch.Tensor]) -> torch.Tensor:
+    if rule.kind == "copy":
+        return tensors[0]
+    if rule.kind == "qkv":
+        return qkv_to_megatron(*tensors, rule.heads, rule.groups)
+    if rule.kind == "gate_up":
+        return torch.cat(tensors, dim=0)
+    raise AssertionError(rule.kind)
+
+
+def to_hf(rule: Rule, t: torch.Tensor) -> list[torch.Tensor]:
+    if rule.kind == "copy":
+        return [t]
+    if rule.kind == "qkv":
+        return list(qkv_from_megatron(t, rule.heads, rule.groups))
+    if rule.kind == "gate_up":
+        return [c.contiguous() for c in t.chunk(2, dim=0)]
+    raise AssertionError(rule.kind)
+
+
+def rules(args: ModelArgs) -> list[Rule]:
+    """Every canonical tensor of `args`' model, in HF file order (vision, projector, LM)."""
+    lm, vis = args.language, args.vision
+    out = [
+        Rule("vision.class_token", (V + "embeddings.class_embedding",)),
+        Rule("vision.patch_embed.weight", (V + "embeddings.patch_embedding.weight",)),
+        Rule("vision.position_embeddings.weight", (V + "embeddings.position_embedding.weight",)),
+        Rule("vision.pre_layernorm.weight", (V + "pre_layrnorm.weight",)),
+        Rule("vision.pre_layernorm.bias", (V + "pre_layrnorm.bias",)),
+    ]
+    if not vis.class_token:
+        raise ConversionError("CLIP vision towers have a class token; ModelArgs.vision.class_token is False")
+    for i in range(vis.num_layers):
+        m, h = f"vision.decoder.layers.{i}.", f"{V}encoder.layers.{i}."
+        for s in ("weight", "bias"):
+            out += [
+                Rule(m + f"input_layernorm.{s}", (h + f"layer_norm1.{s}",)),
+                Rule(m + f"self_attention.linear_qkv.{s}",
+                     tuple(h + f"self_attn.{x}_proj.{s}" for x in "qkv"), "qkv",
+                     vis.num_attention_heads, vis.num_attention_heads),
+                Rule(m + f"self_attention.linear_proj.{s}", (h + f"self_attn.out_proj.{s}",)),
+                Rule(m + f"pre_mlp_layernorm.{s}", (h + f"layer_norm2.{s}",)),
+                Rule(m + f"mlp.linear_fc1.{s}", (h + f"mlp.fc1.{s}",)),
+                Rule(m + f"mlp.linear_fc2.{s}", (h + f"mlp.fc2.{s}",)),
+            ]
+    for i, n in ((1, "linear_fc1"), (2, "linear_fc2")):
+        for s in ("weight", "bias"):
+            out.append(Rule(f"projector.encoder.{n}.{s}", (f"{P}linear_{i}.{s}",)))
+    out.append(Rule("language_model.embedding.word_embeddings.weight", (LM + "embed_tokens.weight",)))
+    for i in range(lm.num_layers):
+        m, h = f"language_model.decoder.layers.{i}.", f"{LM}layers.{i}."
+        out += [
+            Rule(m + "input_layernorm.weight", (h + "input_layernorm.weight",)),
+            Rule(m + "self_attention.linear_qkv.weight", tuple(h + f"self_attn.{x}_proj.weight" for x in "qkv"),
+                 "qkv", lm.num_attention_heads, lm.num_query_groups),
+        ]
+        if lm.add_qkv_bias:
+            out.append(Rule(m + "self_attention.linear_qkv.bias",
+                            tuple(h + f"self_attn.{x}_proj.bias" for x in "qkv"),
+                            "qkv", lm.num_attention_heads, lm.num_query_groups))
+        out += [
+            Rule(m + "self_attention.linear_proj.weight", (h + "self_attn.o_proj.weight",)),
+            Rule(m + "pre_mlp_layernorm.weight", (h + "post_attention_layernorm.weight",)),
+            Rule(m + "mlp.linear_fc1.weight", (h + "mlp.gate_proj.weight", h + "mlp.up_proj.weight"), "gate_up"),
+            Rule(m + "mlp.linear_fc2.weight", (h + "mlp.down_proj.weight",)),
+        ]
+    out.append(Rule("language_model.decoder.final_layernorm.weight", (LM + "norm.weight",)))
+    if lm.untie_embeddings_and_output_weights:
+        out.append(Rule("language_model.output_layer.weight", (HEAD,)))
+    return out
+
+
+def default_hf_only(args: ModelArgs, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """What a fresh CLIP has for the tensors LLaVA never reads (LayerNorm: ones, zeros)."""
+    h = args.vision.hidden_size
+    return {HF_ONLY[0]: torch.ones(h, dtype=dtype), HF_ONLY[1]: torch.zeros(h, dtype=dtype)}
+
+
+# -- configs -----------------------------------------------------------------
+
+def _get(cfg, name, default=None):
+    return cfg.get(name, default) if isinstance(cfg, dict) else getattr(cfg, name, default)
+
+
+def _rope_theta(text_cfg) -> float:
+    params = _get(text_cfg, "rope_parameters") or {}
+    scaling = _get(text_cfg, "rope_scaling") or {}
+    kind = params.get("rope_type") or scaling.get("rope_type") or scaling.get("type") or "default"
+    if kind != "default":
+        raise ConversionError(f"rope type {kind!r} is not supported (megatron model uses plain RoPE); "
+                              "only rope_type 'default' converts")
+    theta = params.get("rope_theta", _get(text_cfg, "rope_theta"))
+    if theta is None:
+        raise ConversionError("text config has no rope_theta (neither rope_parameters.rope_theta nor rope_theta)")
+    return float(theta)
+
+
+def language_args_from_hf(text_cfg, make_vocab_size_divisible_by: int = 128,
+                          tie_word_embeddings: Optional[bool] = None) -> LanguageArgs:
+    """LanguageArgs of a Llama- or Qwen2-family HF text config (object or dict)."""
+    mt = _get(text_cfg, "model_type")
+    if mt not in TEXT_FAMILIES:
+        raise ConversionError(f"unknown text architecture {mt!r}: supported model_type {sorted(TEXT_FAMILIES)}")
+    family = TEXT_FAMILIES[mt]
+    hidden, heads = _get(text_cfg, "hidden_size"), _get(text_cfg, "num_attention_heads")
+    kv = _get(text_cfg, "num_key_value_heads") or heads
+    head_dim = _get(text_cfg, "head_dim") or hidden // heads
+    problems = []
+    if hidden % heads or head_dim != hidden // heads:
+        problems.append(f"head_dim {head_dim} != hidden_size {hidden} / num_attention_heads {heads}")
+    if _get(text_cfg, "hidden_act", "silu") != "silu":
+        problems.append(f"hidden_act {_get(text_cfg, 'hidden_act')!r} (only silu / SwiGLU)")
+    if family == "llama" and (_get(text_cfg, "attention_bias") or _get(text_cfg, "mlp_bias")):
+        problems.append("Llama attention_bias/mlp_bias=True (biases on o_proj/MLP are not in the megatron model)")
+    if family == "qwen2" and _get(text_cfg, "use_sliding_window"):
+        problems.append("Qwen2 use_sliding_window=True")
+    if problems:
+        raise ConversionError(f"{mt} config cannot convert: " + "; ".join(problems))
+    tie = _get(text_cfg, "tie_word_embeddings", False) if tie_word_embeddings is None else tie_word_embeddings
+    return LanguageArgs(
+        family=family, num_layers=_get(text_cfg, "num_hidden_layers"), hidden_size=hidden,
+        num_attention_heads=heads, num_query_groups=kv, ffn_hidden_size=_get(text_cfg, "intermediate_size"),
+        vocab_size=_get(text_cfg, "vocab_size"), max_position_embeddings=_get(text_cfg, "max_position_embeddings"),
+        rotary_base=_rope_theta(text_cfg), norm_epsilon=float(_get(text_cfg, "rms_norm_eps")),
+        add_qkv_bias=family == "qwen2", untie_embeddings_and_output_weights=not bool(tie),
+        make_vocab_size_divisible_by=make_vocab_size_divisible_by)
+
+
+def hf_feature_layer_to_ours(k: int, num_layers: int) -> int:
+    """HF hidden_states[k] (0 = embeddings) -> VisionArgs.feature_layer (index of the last layer run)."""
+    if k == 0 or not -num_layers <= k <= num_layers:
+        raise ConversionError(f"vision_feature_layer {k} is not the output of one of the {num_layers} CLIP layers")
+    return k - 1 if k > 0 else k
+
+
+def ours_feature_layer_to_hf(f: int) -> int:
+    return f + 1 if f >= 0 else f
+
+
+def vision_args_from_hf(vision_cfg, feature_layer: int) -> VisionArgs:
+    mt = _get(vision_cfg, "model_type")
+    if mt not in ("clip_vision_model", "clip"):
+        raise ConversionError(f"unknown vision architecture {mt!r}: only CLIP (clip_vision_model) converts")
+    act = _get(vision_cfg, "hidden_act")
+    if act not in VISION_ACTS:
+        raise ConversionError(f"CLIP hidden_act {act!r} not supported (expected one of {VISION_ACTS})")
+    if _get(vision_cfg, "num_channels", 3) != 3:
+        raise ConversionError(f"CLIP num_channels {_get(vision_cfg, 'num_channels')} (expected 3)")
+    n = _get(vision_cfg, "num_hidden_layers")
+    return VisionArgs(
+        image_size=_get(vision_cfg, "image_size"), patch_size=_get(vision_cfg, "patch_size"), num_layers=n,
+        hidden_size=_get(vision_cfg, "hidden_size"), num_attention_heads=_get(vision_cfg, "num_attention_heads"),
+        ffn_hidden_size=_get(vision_cfg, "intermediate_size"), activation=act,
+        layernorm_epsilon=float(_get(vision_cfg, "layer_norm_eps")),
+        feature_layer=hf_feature_layer_to_ours(feature_layer, n), class_token=True)
+
+
+def model_args_from_llava(cfg, make_vocab_size_divisible_by: int = 128) -> ModelArgs:
+    """ModelArgs of a ``LlavaConfig`` (transformers object)."""
+    if _get(cfg, "model_type") != "llava":
+        raise ConversionError(f"unknown architecture {_get(cfg, 'model_type')!r}: expected a 'llava' config "
+                              "(LlavaForConditionalGeneration); use --vision-path/--language-path for parts")
+    problems = []
+    if _get(cfg, "vision_feature_select_strategy") != "default":
+        problems.append(f"vision_feature_select_strategy {_get(cfg, 'vision_feature_select_strategy')!r} "
+                        "(only 'default': class token dropped)")
+    fl = _get(cfg, "vision_feature_layer")
+    if not isinstance(fl, int):
+        problems.append(f"vision_feature_layer {fl!r} (only a single layer)")
+    if _get(cfg, "projector_hidden_act") != "gelu":
+        problems.append(f"projector_hidden_act {_get(cfg, 'projector_hidden_act')!r} (only gelu)")
+    if not _get(cfg, "multimodal_projector_bias", True):
+        problems.append("multimodal_projector_bias=False (the projector has biases)")
+    if problems:
+        raise ConversionError("llava config cannot convert: " + "; ".join(problems))
+    text = _get(cfg, "text_config")
+    tie = _get(cfg, "tie_word_embeddings", None)
+    tie = _get(text, "tie_word_embeddings", False) if tie is None else tie
+    return ModelArgs(language=language_args_from_hf(text, make_vocab_size_divisible_by, tie),
+                     vision=vision_args_from_hf(_get(cfg, "vision_config"), fl),
+                     image_token_id=int(_get(cfg, "image_token_index")),
+                     init_method_std=float(_get(text, "initializer_range", 0.02)), transformer_impl="local")
+
+
+_KEEP_TEXT_FIELDS = ("bos_token_id", "eos_token_id", "pad_token_id", "initializer_range")
+
+
+def llava_config_from_model_args(args: ModelArgs, recorded: Optional[dict] = None, dtype: Optional[str] = None):
+    """A transformers ``LlavaConfig`` for `args`; token ids etc. are kept from a recorded HF config."""
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, Qwen2Config
+
+    lm, vis = args.language, args.vision
+    rec_text = (recorded or {}).get("text_config", {})
+    kept = {k: rec_text[k] for k in _KEEP_TEXT_FIELDS if rec_text.get(k) is not None}
+    tie = not lm.untie_embeddings_and_output_weights
+    common = dict(
+        vocab_size=lm.vocab_size, hidden_size=lm.hidden_size, intermediate_size=lm.ffn_hidden_size,
+        num_hidden_layers=lm.num_layers, num_attention_heads=lm.num_attention_heads,
+        num_key_value_heads=lm.num_query_groups, max_position_embeddings=lm.max_position_embeddings,
+        rms_norm_eps=lm.norm_epsilon, hidden_act="silu", tie_word_embeddings=tie,
+        rope_parameters={"rope_type": "default", "rope_theta": float(lm.rotary_base)},
+        initializer_range=args.init_method_std)
+    common.update(kept)
+    if lm.family == "llama":
+        if lm.add_qkv_bias:
+            raise ConversionError("llama family with add_qkv_bias=True has no Hugging Face Llama equivalent")
+        text = LlamaConfig(attention_bias=False, mlp_bias=False, head_dim=lm.hidden_size // lm.num_attention_heads,
+                           **common)
+    elif lm.family == "qwen2":
+        if not lm.add_qkv_bias:
+            raise ConversionError("qwen2 family without QKV bias has no Hugging Face Qwen2 equivalent")
+        text = Qwen2Config(use_sliding_window=False, **common)
+    else:
+        raise ConversionError(f"unknown model family {lm.family!r} (expected llama or qwen2)")
+    vision = CLIPVisionConfig(
+        hidden_size=vis.hidden_size, intermediate_size=vis.ffn_hidden_size, num_hidden_layers=vis.num_layers,
+        num_attention_heads=vis.num_attention_heads, image_size=vis.image_size, patch_size=vis.patch_size,
+        hidden_act=vis.activation, layer_norm_eps=vis.layernorm_epsilon, num_channels=3)
+    cfg = LlavaConfig(vision_config=vision, text_config=text, image_token_index=args.image_token_id,
+                      projector_hidden_act="gelu", vision_feature_select_strategy="default",
+                      vision_feature_layer=ours_feature_layer_to_hf(vis.feature_layer),
+                      image_seq_length=vis.num_patches, multimodal_projector_bias=True, tie_word_embeddings=tie)
+    cfg.architectures = ["LlavaForConditionalGeneration"]
+    if dtype is not None:
+        cfg.dtype = dtype
+        cfg.text_config.dtype = dtype
+        cfg.vision_config.dtype = dtype
+    return cfg
+
+
+def config_to_json_dict(cfg: Any) -> dict:
+    """A JSON-safe dict of a transformers config (for meta.json)."""
+    return cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
+
+
+def replace_lm(args: ModelArgs, **kw) -> ModelArgs:
+    return args.replace(language=dataclasses.replace(args.language, **kw))

@@ -1,0 +1,114 @@
+"""Tiny random Hugging Face LLaVA models built from configs (no downloads) and a shared text+image input.
+
+Used by tests/test_conversion*.py and tests/dist_conversion_worker.py.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+VOCAB = 100  # not a multiple of 128 * TP: exercises vocab padding
+IMAGE_TOKEN = 5
+FAMILIES = {
+    # Qwen2: QKV bias, grouped-query attention (6 heads, 2 kv heads), untied, quick_gelu CLIP, layer -2
+    "qwen2": dict(text=dict(model_type="qwen2", hidden_size=48, intermediate_size=96, num_hidden_layers=2,
+                            num_attention_heads=6, num_key_value_heads=2, rms_norm_eps=1e-6,
+                            rope_theta=1000000.0, tie_word_embeddings=False),
+                  vision=dict(hidden_act="quick_gelu"), feature_layer=-2),
+    # Llama: no bias, GQA (4 heads, 2 kv heads), tied embeddings, gelu CLIP, last layer
+    "llama": dict(text=dict(model_type="llama", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                            num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5,
+                            rope_theta=5000.0, tie_word_embeddings=True),
+                  vision=dict(hidden_act="gelu"), feature_layer=-1),
+}
+
+
+def llava_config(family: str):
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, Qwen2Config
+
+    spec = FAMILIES[family]
+    text = dict(spec["text"])
+    cls = {"qwen2": Qwen2Config, "llama": LlamaConfig}[text.pop("model_type")]
+    theta = text.pop("rope_theta")
+    tc = cls(vocab_size=VOCAB, max_position_embeddings=256, rope_parameters={"rope_type": "default",
+                                                                             "rope_theta": theta}, **text)
+    vc = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+                          image_size=32, patch_size=8, layer_norm_eps=1e-5, **spec["vision"])
+    return LlavaConfig(vision_config=vc, text_config=tc, image_token_index=IMAGE_TOKEN,
+                       vision_feature_layer=spec["feature_layer"], image_seq_length=16,
+                       tie_word_embeddings=tc.tie_word_embeddings)
+
+
+def randomize_(model, seed: int = 0) -> None:
+    """Every parameter random (norms around 1, biases non-zero), so any misplaced element shows."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=g)
+            if "norm" in name and name.endswith("weight"):
+                p.copy_(1.0 + 0.1 * noise)
+            else:
+                p.copy_(0.05 * noise)
+
+
+def write_tokenizer(path: Path) -> None:
+    """A tiny word-level tokenizer.json with <image> at IMAGE_TOKEN, plus tokenizer_config.json."""
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+
+    vocab = {f"w{i}": i for i in range(VOCAB)}
+    vocab.pop(f"w{IMAGE_TOKEN}")
+    vocab["<image>"] = IMAGE_TOKEN
+    tok = Tokenizer(WordLevel(vocab, unk_token="w0"))
+    tok.pre_tokenizer = Whitespace()
+    tok.add_special_tokens(["<image>"])
+    tok.save(str(path / "tokenizer.json"))
+    (path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "PreTrainedTokenizerFast",
+                                                            "unk_token": "w0"}) + "\n")
+
+
+def make_hf_llava(family: str, path: Path, seed: int = 0):
+    """Build, randomize and save a tiny LLaVA (fp32) with a tokenizer; returns the model (eager attention)."""
+    from transformers import LlavaForConditionalGeneration
+
+    cfg = llava_config(family)
+    cfg._attn_implementation = "eager"
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(cfg).eval()
+    randomize_(model, seed)
+    if cfg.tie_word_embeddings:
+        assert model.lm_head.weight is model.model.language_model.embed_tokens.weight
+    model.save_pretrained(str(path))
+    write_tokenizer(path)
+    return model
+
+
+def sample_inputs(seed: int = 0, image_size: int = 32, num_patches: int = 16):
+    """input_ids [2, 40] with one image (num_patches tokens) per row at different places, and 2 images."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(10, VOCAB, (2, 40), generator=g)
+    ids[0, 3:3 + num_patches] = IMAGE_TOKEN
+    ids[1, 10:10 + num_patches] = IMAGE_TOKEN
+    images = torch.randn(2, 3, image_size, image_size, generator=g)
+    return ids, images
+
+
+def causal_mask(b: int, s: int) -> torch.Tensor:
+    return torch.triu(torch.ones(s, s, dtype=torch.bool), diagonal=1)[None, None].expand(b, 1, s, s)
+
+
+def hf_logits(model, ids, images) -> torch.Tensor:
+    with torch.no_grad():
+        return model(input_ids=ids, pixel_values=images).logits.float()
+
+
+def megatron_logits(model, ids, images, vocab: int = VOCAB) -> torch.Tensor:
+    """Single-stage forward (TP any, PP=1): logits for the true vocabulary."""
+    model.eval()
+    with torch.no_grad():
+        pos = torch.arange(ids.shape[1]).expand_as(ids)
+        out = model(ids, pos, causal_mask(*ids.shape), images=images, runtime_gather_output=True)
+    return out[..., :vocab].float()

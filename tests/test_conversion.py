@@ -1,0 +1,204 @@
+"""Hugging Face LLaVA <-> this project's checkpoints at TP=1 (single process), and conversion errors.
+
+Tiny random LLaVA models (Qwen2: QKV bias + GQA, untied; Llama: GQA, tied
+embeddings) are built from configs and saved locally. Converted to a TP=1
+checkpoint, this project's model gives `transformers`' logits on a text+image
+input (eager attention, fp32); converted back, every tensor of the HF state
+dict is identical. TP=2 and PP=2 are in tests/test_conversion_parallel.py.
+"""
+import importlib.util
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from tests.conversion_helpers import (IMAGE_TOKEN, VOCAB, hf_logits, make_hf_llava, megatron_logits,
+                                      sample_inputs, write_tokenizer)
+from tests.helpers import REPO
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location("convert_checkpoint", REPO / "tools" / "convert_checkpoint.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def hf_models(tmp_path_factory):
+    """family -> (HF dir, HF model, reference logits) built once per module."""
+    out = {}
+    ids, images = sample_inputs()
+    for fam in ("qwen2", "llama"):
+        d = tmp_path_factory.mktemp(f"hf_{fam}")
+        model = make_hf_llava(fam, d)
+        out[fam] = (d, model, hf_logits(model, ids, images))
+    return out
+
+
+def assert_same_hf_tensors(original, exported_dir):
+    from transformers import LlavaForConditionalGeneration
+
+    back, info = LlavaForConditionalGeneration.from_pretrained(str(exported_dir), output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    sd0, sd1 = original.state_dict(), back.state_dict()
+    assert sd0.keys() == sd1.keys()
+    different = [k for k in sd0 if not torch.equal(sd0[k], sd1[k])]
+    assert not different, f"{len(different)} tensors differ after the round trip: {different[:5]}"
+    return back
+
+
+@pytest.mark.parametrize("family", ["qwen2", "llama"])
+def test_tp1_logits_match_transformers_and_round_trip_is_exact(mcore, hf_models, tmp_path, family):
+    from megatron_sicog.model.llava import build_model
+    from megatron_sicog.training.checkpointing import load_model_weights, model_args_from_dict, read_meta
+
+    hf_dir, hf_model, ref = hf_models[family]
+    tool = _tool()
+    ckpt = tmp_path / "ckpt"
+    tool.main(["hf-to-megatron", "--hf-path", str(hf_dir), "--save", str(ckpt), "--tensor-model-parallel-size", "1",
+               "--pipeline-model-parallel-size", "1", "--no-progress"])
+    meta = read_meta(ckpt)
+    assert meta["hf"]["image_token_id"] == IMAGE_TOKEN
+    assert meta["hf"]["config"]["text_config"]["model_type"] == family
+    args = model_args_from_dict(meta["model_args"])
+    assert args.language.family == family and args.language.vocab_size == VOCAB
+    assert args.language.untie_embeddings_and_output_weights == (family == "qwen2")
+    assert args.language.num_query_groups < args.language.num_attention_heads
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        assert (ckpt / "tokenizer" / name).read_bytes() == (hf_dir / name).read_bytes()
+
+    model = build_model(args)
+    assert model.padded_vocab_size > VOCAB  # padded rows exist and are ignored
+    load_model_weights(model, ckpt)
+    ids, images = sample_inputs()
+    out = megatron_logits(model, ids, images)
+    diff = (out - ref).abs().max().item()
+    print(f"{family} TP=1 max |logit diff| = {diff:.2e}")
+    assert diff < 1e-4
+
+    back_dir = tmp_path / "hf_back"
+    tool.main(["megatron-to-hf", "--load", str(ckpt), "--save", str(back_dir), "--max-shard-size", "30KB",
+               "--no-progress"])
+    index = json.loads((back_dir / "model.safetensors.index.json").read_text())
+    files = sorted({f for f in index["weight_map"].values()})
+    assert len(files) > 3 and all((back_dir / f).exists() for f in files)
+    cfg = json.loads((back_dir / "config.json").read_text())
+    assert cfg["text_config"]["model_type"] == family and cfg["vision_config"]["model_type"] == "clip_vision_model"
+    assert cfg["vision_feature_select_strategy"] == "default" and cfg["projector_hidden_act"] == "gelu"
+    assert cfg["image_token_index"] == IMAGE_TOKEN
+    assert cfg["vision_feature_layer"] == hf_model.config.vision_feature_layer
+    assert (back_dir / "tokenizer.json").read_bytes() == (hf_dir / "tokenizer.json").read_bytes()
+    back = assert_same_hf_tensors(hf_model, back_dir)
+    back.config._attn_implementation = "eager"
+    assert torch.equal(hf_logits(back.eval(), ids, images), ref)
+
+
+def _copy_with(src, dst, drop=(), add=None, config_edit=None):
+    shutil.copytree(src, dst)
+    if drop or add:
+        sd = load_file(str(dst / "model.safetensors"))
+        for k in drop:
+            del sd[k]
+        sd.update(add or {})
+        save_file(sd, str(dst / "model.safetensors"), metadata={"format": "pt"})
+    if config_edit:
+        cfg = json.loads((dst / "config.json").read_text())
+        config_edit(cfg)
+        (dst / "config.json").write_text(json.dumps(cfg))
+    return dst
+
+
+def _no_output(save):
+    assert not save.exists()
+    assert not [p for p in save.parent.iterdir() if p.name.startswith(f".{save.name}.tmp")]
+
+
+def test_errors_name_what_is_missing_unexpected_or_impossible(mcore, hf_models, tmp_path):
+    from megatron_sicog.conversion.hf_export import export_hf
+    from megatron_sicog.conversion.hf_import import import_hf
+    from megatron_sicog.conversion.hf_mapping import ConversionError
+
+    hf_dir = hf_models["qwen2"][0]
+    save = tmp_path / "out"
+    broken = _copy_with(hf_dir, tmp_path / "broken",
+                        drop=["language_model.model.layers.1.self_attn.k_proj.bias"],
+                        add={"language_model.model.layers.0.self_attn.extra.weight": torch.zeros(2)})
+    with pytest.raises(ConversionError, match=r"1 missing: .*layers\.1\.self_attn\.k_proj\.bias.*"
+                                              r"1 unexpected: .*layers\.0\.self_attn\.extra\.weight"):
+        import_hf(save, 1, 1, hf_path=broken, progress=False)
+    _no_output(save)
+
+    with pytest.raises(ConversionError, match="query groups 2 not divisible by tensor-model-parallel-size 4"):
+        import_hf(save, 4, 1, hf_path=hf_dir, progress=False)
+    with pytest.raises(ConversionError, match="num layers 2 not divisible by pipeline-model-parallel-size 3"):
+        import_hf(save, 1, 3, hf_path=hf_dir, progress=False)
+    _no_output(save)
+
+    def to_mistral(cfg):
+        cfg["text_config"]["model_type"] = "mistral"
+    with pytest.raises(ConversionError, match="unknown text architecture 'mistral'"):
+        import_hf(save, 1, 1, hf_path=_copy_with(hf_dir, tmp_path / "mistral", config_edit=to_mistral),
+                  progress=False)
+
+    def to_siglip(cfg):
+        cfg["vision_config"]["model_type"] = "siglip_vision_model"
+    with pytest.raises(ConversionError, match="unknown vision architecture 'siglip_vision_model'"):
+        import_hf(save, 1, 1, hf_path=_copy_with(hf_dir, tmp_path / "siglip", config_edit=to_siglip),
+                  progress=False)
+    _no_output(save)
+
+    # a checkpoint with a tensor removed from a rank file cannot be exported
+    ckpt = import_hf(tmp_path / "ckpt", 1, 1, hf_path=hf_dir, progress=False)
+    rank_file = ckpt / "iter_0000000" / "mp_rank_00" / "model_optim_rng.pt"
+    state = torch.load(rank_file, weights_only=False)
+    del state["model"]["projector.encoder.linear_fc2.bias"]
+    torch.save(state, rank_file)
+    with pytest.raises(ConversionError, match=r"1 missing: projector\.encoder\.linear_fc2\.bias"):
+        export_hf(ckpt, save, progress=False)
+    _no_output(save)
+
+    # refusing to overwrite; the command line reports errors with exit status 2
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    with pytest.raises(SystemExit) as e:
+        _tool().main(["hf-to-megatron", "--hf-path", str(hf_dir), "--save", str(tmp_path / "full"), "--no-progress"])
+    assert e.value.code == 2
+
+
+def test_vision_plus_language_plus_fresh_projector(mcore, tmp_path):
+    """CLIP vision dir + Qwen2ForCausalLM dir -> checkpoint with a fresh projector, and back to LLaVA."""
+    from transformers import CLIPVisionModel, Qwen2ForCausalLM
+
+    from megatron_sicog.conversion.hf_export import CheckpointReader, export_hf
+    from megatron_sicog.conversion.hf_import import import_hf
+    from tests.conversion_helpers import llava_config, randomize_
+
+    cfg = llava_config("qwen2")
+    vision, lm = CLIPVisionModel(cfg.vision_config), Qwen2ForCausalLM(cfg.text_config)
+    randomize_(vision, 1)
+    randomize_(lm, 2)
+    vision.save_pretrained(str(tmp_path / "clip"))
+    lm.save_pretrained(str(tmp_path / "lm"))
+    write_tokenizer(tmp_path / "lm")  # holds <image> = IMAGE_TOKEN
+    ckpt = import_hf(tmp_path / "ckpt", 2, 1, vision_path=tmp_path / "clip", language_path=tmp_path / "lm",
+                     progress=False)
+    r = CheckpointReader(ckpt)
+    assert r.tp == 2 and r.args.image_token_id == IMAGE_TOKEN and r.args.vision.feature_layer == -2
+    assert torch.count_nonzero(r.get("projector.encoder.linear_fc1.bias")) == 0
+    std = r.get("projector.encoder.linear_fc1.weight").std().item()
+    assert 0.015 < std < 0.025  # normal(0, initializer_range=0.02)
+
+    export_hf(ckpt, tmp_path / "llava", progress=False)
+    from transformers import LlavaForConditionalGeneration
+
+    back = LlavaForConditionalGeneration.from_pretrained(str(tmp_path / "llava"))
+    tower = back.model.vision_tower.state_dict()
+    assert tower.keys() == vision.state_dict().keys()
+    for k, v in vision.state_dict().items():
+        assert torch.equal(tower[k], v), k
+    for k, v in lm.model.state_dict().items():
+        assert torch.equal(back.model.language_model.state_dict()[k], v), k
+    assert torch.equal(back.lm_head.weight, lm.lm_head.weight)
