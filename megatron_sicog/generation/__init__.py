@@ -1,0 +1,6 @@
+"""Inference-time data generation: KV-cache engine, seeded sampling, candidate records.
+
+* `engine.Engine` -- batched prefill-once / sample-N decoding on SicogModel;
+* `sampling` -- temperature / top-k / top-p, per-row seeded;
+* `candidates` -- LLaVA records -> prompts -> candidate records, `greedy_answer`.
+"""
