@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from collections import Counter
 from typing import Optional, Protocol, Sequence, Union
 
@@ -39,12 +38,27 @@ __all__ = [
     "make_scorer",
 ]
 
-_TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+# tokens: maximal runs of ASCII letters / digits after lower-casing, with
+# apostrophes dropped ("dog's" -> "dogs"); bytes.translate + split, no regex
+_KEEP = set(range(48, 58)) | set(range(97, 123)) | {0}
+_TABLE = bytes(c if c in _KEEP else 32 for c in range(256))
+_SEP = "\x00"  # document separator inside one joined batch string
+
+
+def lexical_tokens(text: str) -> list[str]:
+    """Lower-cased word tokens of `text` (stop words included)."""
+    return _ascii_words(text.replace(_SEP, " "))
+
+
+def _ascii_words(text: str) -> list[str]:
+    b = text.lower().replace("\u2019", "'").encode("ascii", "replace")
+    return b.translate(_TABLE, b"'").decode("ascii").split()
+
 STOP_WORDS = frozenset(
     """a an the and or but of to in on at by for with from as into onto over under
-    is are was were be been being am it its it's this that these those there here
+    is are was were be been being am it its this that these those there here
     which who whom whose what where when while has have had having do does did
-    i you he she we they them his her their our your my me us him
+    i you he she we they them his her their our your my me us him its
     very also just so than then too can could would should will may might must
     not no nor only own same such both each few more most other some any all
     up down out off again further once about above below between through during
@@ -61,7 +75,7 @@ class Scorer(Protocol):
 
 def lexical_features(text: str) -> list[str]:
     """Unigram and bigram features of one text (stop words removed first)."""
-    toks = [t for t in _TOKEN.findall(text.lower()) if t not in STOP_WORDS]
+    toks = [t for t in lexical_tokens(text) if t not in STOP_WORDS]
     return toks + [f"{a} {b}" for a, b in zip(toks, toks[1:])]
 
 
@@ -95,21 +109,7 @@ class LexicalScorer:
         sizes = np.diff(offsets)
         item_of_doc = np.repeat(np.arange(len(groups), dtype=np.int64), sizes)
 
-        # tokens -> ids (one dict for the batch; ids are only labels)
-        vocab: dict[str, int] = {}
-        get = vocab.setdefault
-        ids: list[int] = []
-        lens = np.empty(n_docs, dtype=np.int64)
-        d = 0
-        for g in groups:
-            for text in g:
-                toks = [get(t, len(vocab)) for t in _TOKEN.findall(text.lower()) if t not in STOP_WORDS]
-                ids.extend(toks)
-                lens[d] = len(toks)
-                d += 1
-        tok = np.asarray(ids, dtype=np.int64)
-        doc = np.repeat(np.arange(n_docs, dtype=np.int64), lens)
-        V = max(len(vocab), 1)
+        tok, doc, V = _token_ids([t for g in groups for t in g])
         # bigrams of consecutive tokens inside one document: feature V + a*V + b
         same = doc[1:] == doc[:-1] if len(doc) > 1 else np.zeros(0, dtype=bool)
         big = V + tok[:-1][same] * V + tok[1:][same]
@@ -131,6 +131,22 @@ class LexicalScorer:
         dots = np.bincount(udoc, weights=w * S[inv], minlength=n_docs)
         self_dots = np.bincount(udoc, weights=w * w, minlength=n_docs)
         return _split(mbr_from_unit_vectors(dots, self_dots, sizes), offsets)
+
+
+def _token_ids(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, int]:
+    """(token ids, document index of each token, vocabulary size) of all texts,
+    stop words removed. One pass over the joined texts; the ids are only
+    labels (they depend on the batch, the scores do not)."""
+    if any(_SEP in t for t in texts):
+        texts = [t.replace(_SEP, " ") for t in texts]
+    toks = _ascii_words(f" {_SEP} ".join(texts))
+    vocab = {t: i for i, t in enumerate(set(toks))}
+    ids = np.fromiter(map(vocab.__getitem__, toks), dtype=np.int64, count=len(toks))
+    is_sep = ids == vocab.get(_SEP, -1)
+    doc = np.cumsum(is_sep)
+    drop = np.asarray([vocab[w] for w in STOP_WORDS if w in vocab] + [vocab.get(_SEP, -1)], dtype=np.int64)
+    keep = ~np.isin(ids, drop)
+    return ids[keep], doc[keep], max(len(vocab), 1)
 
 
 def _unique_pairs(a: np.ndarray, b: np.ndarray, n_b: int, return_inverse=False):

@@ -110,6 +110,8 @@ def vote(
         return (-counts[a], -mean_close, a)
 
     winner = min(counts, key=rank)
-    kept = min(support[winner], key=lambda i: (not formed(i), -close[i], i))
+    # the closest well-formed supporter (formed() asked in closeness order, lazily)
+    by_close = sorted(support[winner], key=lambda i: (-close[i], i))
+    kept = next((i for i in by_close if formed(i)), by_close[0])
     scores = [counts[a] / n if a is not None else 0.0 for a in answers]
     return VoteResult(winner, counts[winner] / n, kept, list(answers), scores, counts, abstentions)
