@@ -29,7 +29,8 @@ import torch
 from tqdm import tqdm
 
 from megatron_sicog.conversion import hf_mapping as hm
-from megatron_sicog.conversion.hf_import import DTYPES, HF_EXTRA, TOKENIZER_DIR, TOKENIZER_FILES, _prepare_save
+from megatron_sicog.conversion.hf_import import (DTYPES, HF_EXTRA, TOKENIZER_DIR, TOKENIZER_FILES,
+                                                 prepare_output_dir)
 from megatron_sicog.conversion.hf_mapping import ConversionError
 from megatron_sicog.conversion.safetensors_io import SafetensorsDir, ShardWriter, parse_size
 from megatron_sicog.model import sharding
@@ -130,7 +131,7 @@ def export_hf(load: str | Path, save: str | Path, max_shard_size: str | int = "5
         d = SafetensorsDir(Path(load))
         extras.update({k: d.get(k) for k in hm.HF_ONLY if k in d.weight_map})
     save = Path(save)
-    tmp = _prepare_save(save)
+    tmp = prepare_output_dir(save)
     try:
         writer = ShardWriter(tmp, parse_size(max_shard_size))
         for rule in tqdm(rules, desc="megatron-to-hf", unit="tensor", disable=not progress):

@@ -162,7 +162,7 @@ def _copy_tokenizer(dirs: list[Path], dest: Path) -> list[str]:
     return copied
 
 
-def _prepare_save(save: Path) -> Path:
+def prepare_output_dir(save: Path) -> Path:
     if save.exists() and (not save.is_dir() or any(save.iterdir())):
         raise FileExistsError(f"{save}: exists and is not empty; choose a new --save directory")
     tmp = save.parent / f".{save.name}.tmp-{os.getpid()}"
@@ -215,7 +215,7 @@ def import_hf(save: str | Path, tp: int = 1, pp: int = 1, hf_path: Optional[str 
 
     from megatron_sicog.training import checkpointing
 
-    tmp = _prepare_save(save)
+    tmp = prepare_output_dir(save)
     try:
         bar = tqdm(desc=f"hf-to-megatron TP={tp} PP={pp}", unit="tensor", disable=not progress)
         full = LazyCanonical(source, args, pp, DTYPES.get(dtype), seed if fresh else None, bar)

@@ -24,9 +24,8 @@ megatron counterpart: `HF_ONLY` tensors are kept beside the checkpoint.
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 
@@ -305,11 +304,3 @@ def llava_config_from_model_args(args: ModelArgs, recorded: Optional[dict] = Non
         cfg.vision_config.dtype = dtype
     return cfg
 
-
-def config_to_json_dict(cfg: Any) -> dict:
-    """A JSON-safe dict of a transformers config (for meta.json)."""
-    return cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
-
-
-def replace_lm(args: ModelArgs, **kw) -> ModelArgs:
-    return args.replace(language=dataclasses.replace(args.language, **kw))
