@@ -6,9 +6,10 @@ checkpoint, this project's model gives `transformers`' logits on a text+image
 input (eager attention, fp32); converted back, every tensor of the HF state
 dict is identical. TP=2 and PP=2 are in tests/test_conversion_parallel.py.
 """
-import importlib.util
 import json
+import runpy
 import shutil
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -20,10 +21,8 @@ from tests.helpers import REPO
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("convert_checkpoint", REPO / "tools" / "convert_checkpoint.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    """tools/convert_checkpoint.py's namespace (run in this process: no second megatron import)."""
+    return SimpleNamespace(**runpy.run_path(str(REPO / "tools" / "convert_checkpoint.py"), run_name="convert_tool"))
 
 
 @pytest.fixture(scope="module")
