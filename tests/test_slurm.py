@@ -276,6 +276,41 @@ def test_curate_real_tool(slurm_cluster: LocalSlurm, tmp_path):
     assert row["JobState"] == "FAILED" and "expected 3" in (tmp_path / f"curate-{job}.out").read_text()
 
 
+@pytest.mark.slow  # 60-90 s on a shared 2-core machine: each task imports torch + megatron
+def test_preprocess_array_then_merge_real_tools(slurm_cluster: LocalSlurm, tmp_path):
+    """preprocess.sbatch as a 2-task array with tools/preprocess_data.py, then
+    merge.sbatch (--dependency=afterok on the array) with tools/merge_datasets.py:
+    the merged dataset holds every record exactly once."""
+    _need("tools/preprocess_data.py")
+    _need("tools/merge_datasets.py")
+    from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+    from megatron_sicog.data.toy import make_records, make_sentencepiece, toy_texts
+
+    records, image_root = make_records(tmp_path / "corpus", 12, seed=5)
+    sp_model = make_sentencepiece(toy_texts(1500, seed=2), tmp_path / "tok" / "sp", 400)
+    data = tmp_path / "data"
+    env = _base_env(INPUT=str(records), OUT_DIR=str(data), IMAGE_ROOT=str(image_root),
+                    TOKENIZER_TYPE="SentencePieceTokenizer", TOKENIZER_MODEL=str(sp_model),
+                    CHAT_TEMPLATE="qwen2", EXTRA_ARGS="--no-progress --on-error fail")
+    prep = slurm_cluster.sbatch("--array=0-1", "--cpus-per-task=1", f"--output={tmp_path}/pp-%A_%a.out",
+                                "examples/slurm/preprocess.sbatch", env=env)
+    merge = slurm_cluster.sbatch(f"--dependency=afterok:{prep}", "--kill-on-invalid-dep=yes",
+                                 f"--output={tmp_path}/merge-%j.out", "examples/slurm/merge.sbatch",
+                                 env={**env, "EXPECT_SHARDS": "2", "EXTRA_ARGS": "--no-progress"})
+    rows = slurm_cluster.wait(prep, timeout=300, array_size=2)
+    logs = {r["ArrayTaskId"]: (tmp_path / f"pp-{prep}_{r['ArrayTaskId']}.out").read_text()[-2000:] for r in rows}
+    assert all(r["JobState"] == "COMPLETED" for r in rows), logs
+    (row,) = slurm_cluster.wait(merge, timeout=180)
+    assert row["JobState"] == "COMPLETED", (tmp_path / f"merge-{merge}.out").read_text()[-2000:]
+    def documents(prefix: Path) -> int:
+        return len(IndexedDataset(str(prefix), multimodal=True).document_indices) - 1
+
+    shard_docs = [documents(data / f"shard{i}") for i in range(2)]
+    assert all(n > 0 for n in shard_docs), shard_docs
+    assert documents(data / "merged") == sum(shard_docs) == 12
+
+
 def _train_env(trainer: str, save: Path) -> dict[str, str]:
     return _base_env(TRAIN_SCRIPT=trainer, MOCK_DATA="1", SAVE_DIR=str(save), SAVE_INTERVAL="1000",
                      LOG_INTERVAL="1", **TRAINERS[trainer])
