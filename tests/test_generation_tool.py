@@ -1,0 +1,154 @@
+"""tools/generate_candidates.py end to end: records/images -> candidate records, errors, shards, resume."""
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from tests.helpers import REPO
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location("generate_candidates", REPO / "tools" / "generate_candidates.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def setup(mcore, tmp_path_factory):
+    """A small checkpoint saved at TP=2 (loaded at TP=1), its HF tokenizer, records and images."""
+    from megatron_sicog.data.tokenizer import build_tokenizer
+    from megatron_sicog.data.toy import make_hf_tokenizer, make_records, toy_texts
+    from megatron_sicog.model import sharding
+    from megatron_sicog.model.llava import build_model
+    from megatron_sicog.model.presets import LanguageArgs, ModelArgs, VisionArgs
+    from megatron_sicog.training.checkpointing import write_from_canonical
+
+    d = tmp_path_factory.mktemp("gen")
+    tok_dir = make_hf_tokenizer(toy_texts(300), d / "tok", vocab_size=300)
+    tok = build_tokenizer("HuggingFaceTokenizer", tok_dir)
+    args = ModelArgs(
+        language=LanguageArgs(num_layers=2, hidden_size=64, num_attention_heads=4, num_query_groups=2,
+                              ffn_hidden_size=128, vocab_size=tok.vocab_size, max_position_embeddings=512),
+        vision=VisionArgs(image_size=32, patch_size=16, num_layers=1, hidden_size=32, num_attention_heads=2,
+                          ffn_hidden_size=64),
+        image_token_id=tok.image_token_id, init_method_std=0.05)
+    torch.manual_seed(0)
+    model = build_model(args)
+    full = sharding.gather_full_state_dict(model, args.language.vocab_size)
+    ckpt = d / "ckpt"
+    write_from_canonical(full, args, ckpt, tp=2, pp=1, meta_extra={
+        "tokenizer_type": "HuggingFaceTokenizer", "tokenizer_model": str(tok_dir), "chat_template": "qwen2"})
+    records, image_root = make_records(d / "data", 12, seed=1)
+    good = [json.loads(line) for line in records.read_text().splitlines()]
+    # bad input: a malformed line, a missing image, no id, an over-long question
+    bad = records.with_name("with_bad.jsonl")
+    lines = records.read_text().splitlines()
+    lines.insert(3, '{"id": "broken", ')
+    lines.insert(5, json.dumps({"id": "noimg", "image": "missing.png",
+                                "conversations": [{"from": "human", "value": "<image>\nWhat?"}]}))
+    lines.insert(7, json.dumps({"conversations": [{"from": "human", "value": "hi"}]}))
+    lines.insert(9, json.dumps({"id": "long", "question": " ".join(["picture"] * 400)}))
+    bad.write_text("\n".join(lines) + "\n")
+    return dict(dir=d, ckpt=ckpt, records=records, bad=bad, image_root=image_root, good=good, tok=tok)
+
+
+def _read(path):
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _base(s, out, *extra):
+    return ["--load", str(s["ckpt"]), "--image-root", str(s["image_root"]), "--output", str(out),
+            "--max-new-tokens", "12", "--micro-batch-size", "4", "--no-progress", *extra]
+
+
+def test_cot_candidates_with_bad_input_reported(setup, tmp_path, capsys):
+    s = setup
+    out = tmp_path / "cands.jsonl"
+    _tool().main(_base(s, out, "--input", str(s["bad"]), "--mode", "cot", "--num-candidates", "3"))
+    recs = _read(out)
+    assert sorted(r["id"] for r in recs) == sorted(r["id"] for r in s["good"])
+    by_id = {r["id"]: r for r in s["good"]}
+    for r in recs:
+        assert r["task"] == "reasoning" and len(r["candidates"]) == 3
+        assert all(isinstance(c, str) for c in r["candidates"])
+        assert r["image"] == by_id[r["id"]].get("image")
+        assert r["reference"] == by_id[r["id"]]["conversations"][1]["value"]
+        question = by_id[r["id"]]["conversations"][0]["value"].replace("<image>", "").strip()
+        assert question in r["prompt"] and "Answer step by step" in r["prompt"]
+    errors = _read(out.with_name(out.name + ".errors.jsonl"))
+    reasons = {(e["where"].rsplit(":", 1)[1], e["id"]): e["reason"] for e in errors}
+    assert len(errors) == 4
+    assert "malformed JSON" in reasons[("4", None)]
+    assert "image not found" in reasons[("6", "noimg")]
+    assert "no 'id'" in reasons[("8", None)]
+    assert "context" in reasons[("10", "long")]
+    summary = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "12 records x 3 candidates" in summary and "4 skipped with errors" in summary
+
+
+def test_greedy_candidates_are_identical_and_bare_image_list(setup, tmp_path):
+    s = setup
+    out = tmp_path / "cod.jsonl"
+    _tool().main(_base(s, out, "--mode", "cod", "--num-candidates", "4", "--temperature", "0"))
+    recs = _read(out)
+    images = sorted(p.name for p in s["image_root"].iterdir())
+    assert sorted(r["id"] for r in recs) == images
+    for r in recs:
+        assert r["task"] == "caption" and r["image"] == r["id"] and "reference" not in r
+        assert len(r["candidates"]) == 4 and len(set(r["candidates"])) == 1
+        assert r["prompt"].startswith("<image>\nDescribe the image step by step")
+
+
+def test_shards_concatenate_to_the_whole_and_seeds_repeat(setup, tmp_path):
+    s = setup
+    tool = _tool()
+    whole = tmp_path / "whole.jsonl"
+    tool.main(_base(s, whole, "--input", str(s["records"]), "--mode", "answer", "--num-candidates", "2", "--seed", "5"))
+    again = tmp_path / "again.jsonl"
+    tool.main(_base(s, again, "--input", str(s["records"]), "--mode", "answer", "--num-candidates", "2", "--seed", "5"))
+    assert whole.read_text() == again.read_text()  # same seed, same candidates
+    parts = []
+    for k in range(3):
+        p = tmp_path / f"part{k}.jsonl"
+        tool.main(_base(s, p, "--input", str(s["records"]), "--mode", "answer", "--num-candidates", "2",
+                        "--seed", "5", "--shard-index", str(k), "--num-shards", "3"))
+        parts += _read(p)
+    assert sorted(r["id"] for r in parts) == sorted(r["id"] for r in _read(whole))
+    assert len(parts) == len({r["id"] for r in parts})
+
+
+def test_killed_run_resumes_with_every_id_once(setup, tmp_path):
+    s = setup
+    many = tmp_path / "many.jsonl"
+    recs = [dict(r, id=f"{r['id']}-{k}") for k in range(5) for r in s["good"]]  # 60 records
+    many.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    out = tmp_path / "resumed.jsonl"
+    args = _base(s, out, "--input", str(many), "--mode", "cot", "--num-candidates", "2", "--micro-batch-size", "2",
+                 "--max-new-tokens", "24")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, str(REPO / "tools" / "generate_candidates.py"), *args], cwd=REPO,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if out.exists() and out.read_text().count("\n") >= 1:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, f"run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = _read(out)
+    assert 1 <= len(first) < len(recs)
+    with open(out, "a") as f:  # as if killed in the middle of a write
+        f.write('{"id": "rec0-0", "candidates": ["trunc')
+    _tool().main(args + ["--resume"])
+    final = _read(out)
+    ids = [r["id"] for r in final]
+    assert sorted(ids) == sorted(r["id"] for r in recs)  # every id exactly once
+    assert [r["id"] for r in final[: len(first)]] == [r["id"] for r in first]  # earlier lines kept

@@ -1,0 +1,280 @@
+#!/usr/bin/env python
+"""Sample CoD / CoT candidates at scale (SICOG stage 2: inference-time data generation).
+
+    # 6 CoD candidates per unlabelled image, from a checkpoint of any TP size
+    python tools/generate_candidates.py --load ckpt/ --image-root images/ --mode cod \\
+        --tokenizer-type SentencePieceTokenizer --tokenizer-model tok.model --chat-template qwen2 \\
+        --num-candidates 6 --temperature 0.7 --top-p 0.9 --max-new-tokens 512 --output cands.jsonl
+
+    # structured CoT on image-question records, shard 3 of 8 (e.g. a SLURM array task), resumable
+    python tools/generate_candidates.py --load ckpt/ --input qa.jsonl --image-root images/ --mode cot \\
+        --shard-index 3 --num-shards 8 --resume --output cands.03.jsonl ...
+
+    # a Hugging Face LLaVA directory (converted in process; tokenizer from that directory)
+    python tools/generate_candidates.py --hf-path llava-hf/ --input qa.jsonl --mode answer --output out.jsonl
+
+Input: LLaVA records (``--input``: JSONL or JSON list; ``image`` relative to
+``--image-root``) or, without ``--input``, every image file under
+``--image-root`` (id = relative path). Output: one candidate record per input
+(``{"id", "image", "task", "prompt", "candidates", "reference"?}``), appended
+and flushed batch by batch; bad input goes to ``<output>.errors.jsonl`` with
+``file:line`` and the reason, and the run continues. ``--resume`` skips ids
+already in ``--output`` (a truncated last line from a kill is cut off first).
+
+Splitting: record i goes to shard ``i % S`` with S = ``--num-shards`` x
+data-parallel size (world / TP); each data-parallel rank of a multi-process
+run writes ``<output stem>.dp<rank><suffix>``. Shards merge by concatenation.
+Pipeline parallelism is not supported for generation (use TP).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from megatron_sicog.io import dumps, iter_records, loads  # noqa: E402
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff")
+log = logging.getLogger("generate_candidates")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    from megatron_sicog.data.chat_template import TEMPLATES
+    from megatron_sicog.data.tokenizer import TOKENIZER_TYPES
+    from megatron_sicog.model.presets import add_model_args
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("model")
+    g.add_argument("--load", default=None, help="checkpoint directory of this project (any TP)")
+    g.add_argument("--hf-path", default=None, help="Hugging Face LlavaForConditionalGeneration directory")
+    g.add_argument("--iteration", type=int, default=None, help="checkpoint iteration (default: latest)")
+    g.add_argument("--random-init", action="store_true",
+                   help="no checkpoint: random weights of --model-preset (smoke tests, benchmarks)")
+    g.add_argument("--tensor-model-parallel-size", type=int, default=1)
+    g.add_argument("--pipeline-model-parallel-size", type=int, default=1)
+    add_model_args(p)
+    g = p.add_argument_group("tokenizer")
+    g.add_argument("--tokenizer-type", default=None, choices=TOKENIZER_TYPES,
+                   help="default: the checkpoint's (or HuggingFaceTokenizer for --hf-path)")
+    g.add_argument("--tokenizer-model", default=None)
+    g.add_argument("--chat-template", default=None, choices=sorted(TEMPLATES),
+                   help="default: the checkpoint's, else qwen2")
+    g = p.add_argument_group("data")
+    g.add_argument("--input", nargs="*", default=None, help="LLaVA record files; omit to use every image")
+    g.add_argument("--image-root", default=None)
+    g.add_argument("--output", required=True, help="candidate records (JSONL)")
+    g.add_argument("--resume", action="store_true", help="append, skipping ids already in --output")
+    g.add_argument("--shard-index", type=int, default=None, help="default: $SLURM_ARRAY_TASK_ID or 0")
+    g.add_argument("--num-shards", type=int, default=None, help="default: $SLURM_ARRAY_TASK_COUNT or 1")
+    g.add_argument("--limit", type=int, default=None, help="stop after this many input records (per shard)")
+    g = p.add_argument_group("generation")
+    g.add_argument("--mode", choices=["cod", "caption", "cot", "answer"], required=True)
+    g.add_argument("--num-candidates", type=int, default=6)
+    g.add_argument("--temperature", type=float, default=0.7, help="0 = greedy")
+    g.add_argument("--top-p", type=float, default=0.9)
+    g.add_argument("--top-k", type=int, default=0, help="0 = off")
+    g.add_argument("--max-new-tokens", type=int, default=512)
+    g.add_argument("--micro-batch-size", type=int, default=8, help="prompts per batch")
+    g.add_argument("--seed", type=int, default=1234)
+    g.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv)
+    sources = sum(bool(x) for x in (a.load, a.hf_path, a.random_init))
+    if sources != 1:
+        p.error("give exactly one of --load, --hf-path, --random-init")
+    if a.pipeline_model_parallel_size != 1:
+        p.error(f"generation runs each model whole: --pipeline-model-parallel-size must be 1, got "
+                f"{a.pipeline_model_parallel_size} (use --tensor-model-parallel-size; checkpoints of any "
+                "TP/PP load into it)")
+    if not a.input and not a.image_root:
+        p.error("give --input record files, or --image-root to caption every image in it")
+    if a.shard_index is None:
+        a.shard_index = int(os.environ.get("SLURM_ARRAY_TASK_ID", 0)) - int(os.environ.get("SLURM_ARRAY_TASK_MIN", 0))
+    if a.num_shards is None:
+        a.num_shards = int(os.environ.get("SLURM_ARRAY_TASK_COUNT", 1))
+    if not 0 <= a.shard_index < a.num_shards:
+        p.error(f"--shard-index {a.shard_index} outside [0, --num-shards {a.num_shards})")
+    return a
+
+
+# -- inputs ------------------------------------------------------------------------
+def iter_inputs(a):
+    """(where, record | RecordError) over --input files, or one record per image under --image-root."""
+    if a.input:
+        for path in a.input:
+            for line, rec in iter_records(path):
+                yield f"{path}:{line}", rec
+        return
+    root = Path(a.image_root)
+    if not root.is_dir():
+        raise SystemExit(f"--image-root {root} is not a directory")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    for i, f in enumerate(files, start=1):
+        rel = f.relative_to(root).as_posix()
+        yield f"{root}:{i}", {"id": rel, "image": rel}
+
+
+def shard(stream, index: int, count: int, limit=None):
+    n = 0
+    for i, item in enumerate(stream):
+        if i % count == index:
+            yield item
+            n += 1
+            if limit is not None and n >= limit:
+                return
+
+
+def done_ids(path: Path) -> set:
+    """Ids already written; a partial last line (killed mid-write) is truncated away."""
+    if not path.exists():
+        return set()
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    if end < len(data):
+        with open(path, "r+b") as f:
+            f.truncate(end)
+        log.warning(f"{path}: dropped a truncated last line ({len(data) - end} bytes)")
+    out = set()
+    for line in data[:end].splitlines():
+        if line.strip():
+            out.add(str(loads(line)["id"]))
+    return out
+
+
+# -- model ---------------------------------------------------------------------------
+def load_model_and_tokenizer(a, tmp_dir: Path):
+    import torch  # noqa: F401
+
+    from megatron_sicog.data.tokenizer import build_tokenizer
+    from megatron_sicog.model.llava import build_model
+    from megatron_sicog.model.presets import model_args_from_flags
+    from megatron_sicog.training import checkpointing as ckpt
+
+    load, meta = a.load, {}
+    if a.hf_path:
+        from megatron_sicog.conversion.hf_import import import_hf
+
+        load = tmp_dir / "imported"
+        import_hf(load, a.tensor_model_parallel_size, 1, hf_path=a.hf_path, progress=False)
+    if load:
+        meta = ckpt.read_meta(load, a.iteration)
+    tok_type, tok_model = a.tokenizer_type or meta.get("tokenizer_type"), a.tokenizer_model or meta.get("tokenizer_model")
+    if tok_model is None and meta.get("tokenizer_dir"):
+        tok_type, tok_model = tok_type or "HuggingFaceTokenizer", str(Path(load) / meta["tokenizer_dir"])
+    if not tok_type or not tok_model:
+        raise SystemExit("no tokenizer: pass --tokenizer-type and --tokenizer-model (the checkpoint names none)")
+    tokenizer = build_tokenizer(tok_type, tok_model)
+    if "model_args" in meta:
+        margs = ckpt.model_args_from_dict(meta["model_args"])
+    else:
+        margs = model_args_from_flags(a, vocab_size=tokenizer.vocab_size, image_token_id=tokenizer.image_token_id)
+    if tokenizer.image_token_id != margs.image_token_id:
+        raise SystemExit(f"tokenizer's <image> id {tokenizer.image_token_id} != the model's image token id "
+                         f"{margs.image_token_id}: wrong --tokenizer-model for this checkpoint?")
+    if tokenizer.vocab_size > margs.language.vocab_size:
+        raise SystemExit(f"tokenizer has {tokenizer.vocab_size} tokens, the model's vocabulary "
+                         f"{margs.language.vocab_size}")
+    model = build_model(margs).eval()
+    if load:
+        ckpt.load_model_weights(model, load, a.iteration)
+    template = a.chat_template or meta.get("chat_template") or "qwen2"
+    return model, tokenizer, template
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    a = parse_args(argv)
+    from megatron.core import parallel_state
+    from tqdm import tqdm
+
+    from megatron_sicog import runtime
+    from megatron_sicog.generation.candidates import CandidateOptions, generate_candidates
+    from megatron_sicog.generation.sampling import SamplingParams
+
+    import torch.distributed as dist
+
+    owns_dist = not dist.is_initialized()  # in-process callers (tests, the SICOG loop) keep theirs
+    runtime.init_distributed(a.tensor_model_parallel_size, 1, seed=a.seed)
+    dp_rank = parallel_state.get_data_parallel_rank()
+    dp_size = parallel_state.get_data_parallel_world_size()
+    writer = parallel_state.get_tensor_model_parallel_rank() == 0
+    output = Path(a.output)
+    if dp_size > 1:
+        output = output.with_name(f"{output.stem}.dp{dp_rank:03d}{output.suffix}")
+    errors_path = output.with_name(output.name + ".errors.jsonl")
+    tmp_dir = Path(tempfile.mkdtemp(prefix=".gen-", dir=output.parent if output.parent.exists() else None))
+    try:
+        model, tokenizer, template = load_model_and_tokenizer(a, tmp_dir)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    options = CandidateOptions(
+        mode=a.mode, num_candidates=a.num_candidates,
+        sampling=SamplingParams(temperature=a.temperature, top_p=a.top_p if a.temperature > 0 else 1.0,
+                                top_k=a.top_k if a.temperature > 0 else 0),
+        max_new_tokens=a.max_new_tokens, seed=a.seed, chat_template=template, image_root=a.image_root,
+        micro_batch_size=a.micro_batch_size)
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    skip = done_ids(output) if a.resume else set()
+    mode = "a" if a.resume else "w"
+    out_f = open(output, mode) if writer else None
+    err_f = open(errors_path, mode) if writer else None
+    n_err = 0
+
+    def on_error(e: dict) -> None:
+        nonlocal n_err
+        n_err += 1
+        if err_f is not None:
+            err_f.write(dumps(e) + "\n")
+            err_f.flush()
+
+    total_shards = a.num_shards * dp_size
+    stream = shard(iter_inputs(a), a.shard_index * dp_size + dp_rank, total_shards, a.limit)
+    n_skipped = 0
+
+    def pending():
+        nonlocal n_skipped
+        for where, rec in stream:
+            if skip and isinstance(rec, dict) and str(rec.get("id")) in skip:
+                n_skipped += 1
+                continue
+            yield where, rec
+
+    bar = tqdm(desc=f"{a.mode} x{a.num_candidates}", unit="item", disable=a.no_progress or not writer,
+               dynamic_ncols=True)
+    t0 = time.perf_counter()
+    n_items = n_tokens = 0
+    try:
+        for res in generate_candidates(model, tokenizer, pending(), options, on_error):
+            if out_f is not None:
+                out_f.write("".join(dumps(r) + "\n" for r in res.records))
+                out_f.flush()
+                os.fsync(out_f.fileno())
+            n_items += len(res.records)
+            n_tokens += res.num_tokens
+            bar.update(len(res.records))
+            dt = max(time.perf_counter() - t0, 1e-9)
+            bar.set_postfix_str(f"{n_tokens / dt:.0f} tokens/s, {n_err} errors")
+    finally:
+        bar.close()
+        for f in (out_f, err_f):
+            if f is not None:
+                f.close()
+    dt = time.perf_counter() - t0
+    if writer:
+        print(f"generate_candidates: {n_items} records x {a.num_candidates} candidates, {n_tokens} tokens in "
+              f"{dt:.1f} s ({n_items / dt:.2f} items/s, {n_tokens / dt:.0f} tokens/s); {n_skipped} already done, "
+              f"{n_err} skipped with errors ({errors_path}); output {output}", flush=True)
+    if owns_dist:
+        runtime.destroy_distributed()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
