@@ -11,6 +11,7 @@ import torch
 
 VOCAB = 100  # not a multiple of 128 * TP: exercises vocab padding
 IMAGE_TOKEN = 5
+EOS_TOKEN = 2
 FAMILIES = {
     # Qwen2: QKV bias, grouped-query attention (6 heads, 2 kv heads), untied, quick_gelu CLIP, layer -2
     "qwen2": dict(text=dict(model_type="qwen2", hidden_size=48, intermediate_size=96, num_hidden_layers=2,
@@ -54,20 +55,21 @@ def randomize_(model, seed: int = 0) -> None:
 
 
 def write_tokenizer(path: Path) -> None:
-    """A tiny word-level tokenizer.json with <image> at IMAGE_TOKEN, plus tokenizer_config.json."""
+    """A tiny word-level tokenizer.json (<image> = IMAGE_TOKEN, </s> = EOS_TOKEN) and tokenizer_config.json."""
     from tokenizers import Tokenizer
     from tokenizers.models import WordLevel
     from tokenizers.pre_tokenizers import Whitespace
 
     vocab = {f"w{i}": i for i in range(VOCAB)}
-    vocab.pop(f"w{IMAGE_TOKEN}")
-    vocab["<image>"] = IMAGE_TOKEN
+    for i, special in ((IMAGE_TOKEN, "<image>"), (EOS_TOKEN, "</s>")):
+        vocab.pop(f"w{i}")
+        vocab[special] = i
     tok = Tokenizer(WordLevel(vocab, unk_token="w0"))
     tok.pre_tokenizer = Whitespace()
-    tok.add_special_tokens(["<image>"])
+    tok.add_special_tokens(["<image>", "</s>"])
     tok.save(str(path / "tokenizer.json"))
     (path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "PreTrainedTokenizerFast",
-                                                            "unk_token": "w0"}) + "\n")
+                                                            "unk_token": "w0", "eos_token": "</s>"}) + "\n")
 
 
 def make_hf_llava(family: str, path: Path, seed: int = 0):

@@ -68,6 +68,9 @@ def test_tp1_logits_match_transformers_and_round_trip_is_exact(mcore, hf_models,
     assert args.language.num_query_groups < args.language.num_attention_heads
     for name in ("tokenizer.json", "tokenizer_config.json"):
         assert (ckpt / "tokenizer" / name).read_bytes() == (hf_dir / name).read_bytes()
+    from megatron_sicog.data.tokenizer import build_tokenizer
+    tok = build_tokenizer(meta["tokenizer_type"], meta["tokenizer_model"])  # what the trainer reads
+    assert tok.image_token_id == IMAGE_TOKEN and tok.vocab_size == VOCAB
 
     model = build_model(args)
     assert model.padded_vocab_size > VOCAB  # padded rows exist and are ignored
@@ -223,7 +226,9 @@ def test_native_checkpoint_at_tp2_pp2_exports_to_transformers_with_same_logits(m
             p.add_(0.05 * torch.randn(p.shape, generator=g))
     full = sharding.gather_full_state_dict(model, args.language.vocab_size)
     ckpt = tmp_path / "ckpt"
-    write_from_canonical(full, args, ckpt, tp=2, pp=2)
+    write_tokenizer(tmp_path)  # found through the trainer's meta keys
+    write_from_canonical(full, args, ckpt, tp=2, pp=2, meta_extra={"tokenizer_type": "HuggingFaceTokenizer",
+                                                                    "tokenizer_model": str(tmp_path)})
     V = args.language.vocab_size
     ids = torch.randint(10, V, (2, 48), generator=g)
     P = args.vision.num_patches
@@ -235,6 +240,7 @@ def test_native_checkpoint_at_tp2_pp2_exports_to_transformers_with_same_logits(m
     export_hf(ckpt, tmp_path / "hf", dtype="fp32", progress=False)
     hf = LlavaForConditionalGeneration.from_pretrained(str(tmp_path / "hf"), attn_implementation="eager").eval()
     assert hf.config.text_config.model_type == "qwen2" and hf.config.vision_feature_layer == -2
+    assert (tmp_path / "hf" / "tokenizer.json").read_bytes() == (tmp_path / "tokenizer.json").read_bytes()
     diff = (hf_logits(hf, ids, images) - ref).abs().max().item()
     print(f"native tiny TP=2 PP=2 -> HF: max |logit diff| = {diff:.2e}")
     assert diff < 1e-4

@@ -29,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 from megatron_sicog.conversion import hf_mapping as hm
-from megatron_sicog.conversion.hf_import import (DTYPES, HF_EXTRA, TOKENIZER_DIR, TOKENIZER_FILES,
+from megatron_sicog.conversion.hf_import import (DTYPES, HF_EXTRA, TOKENIZER_DIR, copy_tokenizer_files,
                                                  prepare_output_dir)
 from megatron_sicog.conversion.hf_mapping import ConversionError
 from megatron_sicog.conversion.safetensors_io import SafetensorsDir, ShardWriter, parse_size
@@ -107,6 +107,20 @@ def check_checkpoint(reader: CheckpointReader, rules: list[hm.Rule]) -> None:
         raise ConversionError(f"{reader.load_dir}: checkpoint does not match its model args: " + "; ".join(problems))
 
 
+def _tokenizer_source(load: Path, meta: dict, tokenizer_path: Optional[str | Path]) -> list[Path]:
+    """Where the tokenizer files are: --tokenizer-path, else SAVE/tokenizer/, else the trainer's meta."""
+    if tokenizer_path:
+        if not Path(tokenizer_path).exists():
+            raise FileNotFoundError(f"--tokenizer-path {tokenizer_path}: does not exist")
+        return [Path(tokenizer_path)]
+    if (load / TOKENIZER_DIR).is_dir():
+        return [load / TOKENIZER_DIR]
+    model = meta.get("tokenizer_model")
+    if meta.get("tokenizer_type") == "HuggingFaceTokenizer" and model and Path(model).exists():
+        return [Path(model)]
+    return []
+
+
 def _dtype_name(dt: torch.dtype) -> str:
     return str(dt).removeprefix("torch.")
 
@@ -142,15 +156,10 @@ def export_hf(load: str | Path, save: str | Path, max_shard_size: str | int = "5
                     writer.add(name, t.to(out_dtype))
         writer.close()
         cfg.save_pretrained(str(tmp))
-        tok_dir = Path(tokenizer_path) if tokenizer_path else Path(load) / TOKENIZER_DIR
-        if tok_dir.is_dir():
-            for name in TOKENIZER_FILES:
-                if (tok_dir / name).is_file():
-                    shutil.copy2(tok_dir / name, tmp / name)
-        elif tokenizer_path:
-            raise FileNotFoundError(f"--tokenizer-path {tokenizer_path}: not a directory")
-        else:
-            print(f"note: {tok_dir} not found; the HF directory has no tokenizer files")
+        copied = copy_tokenizer_files(_tokenizer_source(Path(load), reader.meta, tokenizer_path), tmp)
+        if not copied:
+            print(f"note: no Hugging Face tokenizer files found for {load} (give --tokenizer-path); "
+                  "the output has none")
         if save.exists():
             save.rmdir()
         os.replace(tmp, save)

@@ -151,14 +151,16 @@ def _image_token_from_tokenizer(path: Path) -> Optional[int]:
     return None
 
 
-def _copy_tokenizer(dirs: list[Path], dest: Path) -> list[str]:
-    copied = []
-    for d in dirs:
-        for name in TOKENIZER_FILES:
-            if (d / name).is_file() and name not in copied:
+def copy_tokenizer_files(sources: list[Path], dest: Path) -> list[str]:
+    """Copy the known tokenizer/processor files of the first source that has each (a file source: itself)."""
+    copied: list[str] = []
+    for src in sources:
+        files = [src] if src.is_file() else [src / n for n in TOKENIZER_FILES]
+        for f in files:
+            if f.is_file() and f.name not in copied:
                 dest.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(d / name, dest / name)
-                copied.append(name)
+                shutil.copy2(f, dest / f.name)
+                copied.append(f.name)
     return copied
 
 
@@ -223,9 +225,9 @@ def import_hf(save: str | Path, tp: int = 1, pp: int = 1, hf_path: Optional[str 
         meta_extra = {"hf": {"config": cfg.to_dict(), "image_token_id": args.image_token_id,
                              "source": {k: str(v) for k, v in (("hf_path", hf_path), ("vision_path", vision_path),
                                                                ("language_path", language_path)) if v}}}
-        copied = _copy_tokenizer(tok_dirs, tmp / TOKENIZER_DIR)
-        if copied:
-            meta_extra["tokenizer_dir"] = TOKENIZER_DIR
+        copied = copy_tokenizer_files(tok_dirs, tmp / TOKENIZER_DIR)
+        if "tokenizer.json" in copied:  # what the trainer and tools read (data/tokenizer.py)
+            meta_extra.update(tokenizer_type="HuggingFaceTokenizer", tokenizer_model=str(save.resolve() / TOKENIZER_DIR))
         checkpointing.write_from_canonical(full, args, tmp, tp, pp, iteration=0, meta_extra=meta_extra)
         bar.close()
         extras = {n: source.get(n).contiguous() for n in hm.HF_ONLY if n in source}
