@@ -28,7 +28,6 @@ import datetime
 import logging
 import os
 import random
-import socket
 from dataclasses import dataclass
 from typing import Optional
 
@@ -147,10 +146,35 @@ def install_cpu_emulation() -> None:
 
     from megatron.core.tensor_parallel import random as mcore_random
 
+    _patch_grad_clipping()
     mcore_random._CUDA_RNG_STATE_TRACKER = _CpuRNGStatesTracker()
     mcore_random._CUDA_RNG_STATE_TRACKER_INITIALIZED = True
     _EMULATION_MODE = _CudaToCpuMode()
     _EMULATION_MODE.__enter__()  # stays active for the life of the process
+
+
+def _patch_grad_clipping() -> None:
+    """megatron's clip_grad_by_total_norm_fp32 asserts `torch.cuda.FloatTensor` grads.
+
+    The norm itself (get_grad_norm_fp32) runs on the CPU through the device
+    rewrite; only the scaling step needs a CPU twin with the same semantics.
+    """
+    from megatron.core.optimizer import clip_grads, optimizer
+
+    def clip_grad_by_total_norm_fp32(parameters, max_norm, total_norm, use_decoupled_grad=False):
+        if isinstance(parameters, torch.Tensor):
+            parameters = [parameters]
+        attr = "decoupled_grad" if use_decoupled_grad else "grad"
+        grads = [getattr(p, attr).detach() for p in parameters if getattr(p, attr, None) is not None]
+        for g in grads:
+            if g.dtype not in (torch.float32, torch.bfloat16):
+                raise TypeError(f"gradient clipping expects fp32/bf16 main grads, got {g.dtype}")
+        clip_coeff = max_norm / (total_norm + 1.0e-6)
+        if clip_coeff < 1.0:
+            torch._foreach_mul_(grads, clip_coeff)
+
+    clip_grads.clip_grad_by_total_norm_fp32 = clip_grad_by_total_norm_fp32
+    optimizer.clip_grad_by_total_norm_fp32 = clip_grad_by_total_norm_fp32
 
 
 # ---------------------------------------------------------------------------
@@ -161,12 +185,6 @@ class DistEnv:
     rank: int
     world_size: int
     local_rank: int
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def read_dist_env() -> DistEnv:
@@ -205,14 +223,17 @@ def init_distributed(
     else:
         install_cpu_emulation()
     if not dist.is_initialized():
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        if env.world_size == 1:
-            os.environ.setdefault("MASTER_PORT", str(_free_port()))
+        kwargs = {}
+        if env.world_size == 1:  # one process needs no rendezvous: no port to collide on
+            kwargs["store"] = dist.HashStore()
+        else:
+            os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
         dist.init_process_group(
             backend="nccl" if use_cuda else "gloo",
             rank=env.rank,
             world_size=env.world_size,
             timeout=datetime.timedelta(minutes=timeout_minutes),
+            **kwargs,
         )
     if not parallel_state.model_parallel_is_initialized():
         parallel_state.initialize_model_parallel(

@@ -1,0 +1,149 @@
+"""Command line of pretrain_sicog.py: Megatron-LM flag names, checked before any work starts."""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Optional, Sequence
+
+from megatron_sicog.model.presets import add_model_args
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="pretrain_sicog.py",
+        description="Train the SICOG multimodal model: --stage pretrain | sft | dpo.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--stage", choices=["pretrain", "sft", "dpo"], default="sft")
+    g = p.add_argument_group("parallelism")
+    g.add_argument("--tensor-model-parallel-size", type=int, default=1)
+    g.add_argument("--pipeline-model-parallel-size", type=int, default=1)
+    g.add_argument("--use-distributed-optimizer", action="store_true",
+                   help="shard optimizer state over data-parallel ranks (NCCL/GPU only)")
+    g = p.add_argument_group("batch")
+    g.add_argument("--micro-batch-size", type=int, default=1)
+    g.add_argument("--global-batch-size", type=int, default=None,
+                   help="default: micro-batch-size x data-parallel size (no accumulation)")
+    g.add_argument("--seq-length", type=int, default=256)
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--lr", type=float, default=1e-4)
+    g.add_argument("--min-lr", type=float, default=0.0)
+    g.add_argument("--lr-decay-style", choices=["constant", "linear", "cosine", "inverse-square-root", "WSD"],
+                   default="cosine")
+    g.add_argument("--lr-warmup-iters", type=int, default=0)
+    g.add_argument("--lr-decay-iters", type=int, default=None, help="default: --train-iters")
+    g.add_argument("--weight-decay", type=float, default=0.0)
+    g.add_argument("--adam-beta1", type=float, default=0.9)
+    g.add_argument("--adam-beta2", type=float, default=0.999)
+    g.add_argument("--adam-eps", type=float, default=1e-8)
+    g.add_argument("--clip-grad", type=float, default=1.0)
+    g.add_argument("--train-iters", type=int, required=True)
+    g.add_argument("--seed", type=int, default=1234)
+    prec = g.add_mutually_exclusive_group()
+    prec.add_argument("--bf16", action="store_true")
+    prec.add_argument("--fp16", action="store_true")
+    g.add_argument("--dpo-beta", type=float, default=0.1)
+    g = p.add_argument_group("freezing")
+    g.add_argument("--freeze-vision", "--freeze-ViT", dest="freeze_vision", action="store_true")
+    g.add_argument("--freeze-projector", action="store_true")
+    g.add_argument("--freeze-language-model", "--freeze-LM", dest="freeze_language_model", action="store_true")
+    g = p.add_argument_group("checkpointing")
+    g.add_argument("--save", default=None)
+    g.add_argument("--load", default=None, help="resume from this directory when it holds a checkpoint")
+    g.add_argument("--pretrained-checkpoint", default=None,
+                   help="initial weights (any TP/PP) when --load holds no checkpoint (Megatron's --finetune)")
+    g.add_argument("--save-interval", type=int, default=None)
+    g.add_argument("--keep-last-checkpoints", type=int, default=None)
+    g.add_argument("--exit-signal-handler", action="store_true", default=True,
+                   help="SIGTERM/SIGUSR1: save at the next iteration boundary and exit 0 (always on)")
+    g = p.add_argument_group("data")
+    g.add_argument("--data-path", nargs="*", default=None,
+                   help="weighted blend of indexed datasets: '0.7 prefix_a 0.3 prefix_b' (dpo: preference JSONL)")
+    g.add_argument("--split", default="98,2")
+    g.add_argument("--mock-data", action="store_true", help="seeded synthetic multimodal batches")
+    g.add_argument("--tokenizer-type", default=None, choices=["SentencePieceTokenizer", "HuggingFaceTokenizer"])
+    g.add_argument("--tokenizer-model", default=None)
+    g.add_argument("--chat-template", default="qwen2")
+    g.add_argument("--image-root", default=None, help="dpo: root for relative image paths")
+    g.add_argument("--vocab-size", type=int, default=None, help="mock data without a tokenizer")
+    g.add_argument("--pack-sequences", action="store_true")
+    g.add_argument("--num-workers", type=int, default=0)
+    g = p.add_argument_group("evaluation and logging")
+    g.add_argument("--eval-interval", type=int, default=None)
+    g.add_argument("--eval-iters", type=int, default=0)
+    g.add_argument("--log-interval", type=int, default=10)
+    g.add_argument("--log-json", default=None, help="one JSON object per iteration")
+    g.add_argument("--tensorboard-dir", default=None)
+    g.add_argument("--loss-curve", default=None, help="PNG of the loss curve (default: next to --log-json)")
+    g.add_argument("--exit-interval", type=int, default=None, help="stop (with a checkpoint) after this iteration")
+    add_model_args(p)
+    return p
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
+    if args.lr_decay_iters is None:
+        args.lr_decay_iters = args.train_iters
+    return args
+
+
+def validate_args(args: argparse.Namespace, world_size: int) -> int:
+    """Raise ValueError naming the numbers for impossible configurations; return the DP size."""
+    tp, pp = args.tensor_model_parallel_size, args.pipeline_model_parallel_size
+    errors = []
+    if world_size % (tp * pp):
+        errors.append(f"world size {world_size} is not divisible by tensor-model-parallel-size {tp} x "
+                      f"pipeline-model-parallel-size {pp} ({world_size} % ({tp} * {pp}) != 0)")
+        raise ValueError("; ".join(errors))
+    dp = world_size // (tp * pp)
+    if args.global_batch_size is None:
+        args.global_batch_size = args.micro_batch_size * dp
+    if args.global_batch_size % (args.micro_batch_size * dp):
+        errors.append(f"global batch size {args.global_batch_size} is not divisible by micro-batch-size "
+                      f"{args.micro_batch_size} x data-parallel size {dp} "
+                      f"({args.global_batch_size} % ({args.micro_batch_size} * {dp}) != 0)")
+    if args.stage == "dpo" and pp > 1:
+        errors.append("--stage dpo needs --pipeline-model-parallel-size 1 (the frozen reference model "
+                      "runs beside the policy on the same stage)")
+    if args.use_distributed_optimizer and os.environ.get("SICOG_ALLOW_GLOO_DISTOPT") != "1":
+        from megatron_sicog import runtime
+
+        if not runtime.cuda_available():
+            errors.append("--use-distributed-optimizer needs NCCL (a GPU): gloo has no reduce-scatter")
+    if not args.mock_data:
+        if not args.data_path:
+            errors.append("give --data-path (or --mock-data)")
+        else:
+            missing = [p for p in _data_files(args) if not Path(p).exists()]
+            if missing:
+                errors.append("data files not found: " + ", ".join(missing))
+        if not (args.tokenizer_type and args.tokenizer_model):
+            errors.append("--tokenizer-type and --tokenizer-model are required with --data-path")
+        elif not Path(args.tokenizer_model).exists():
+            errors.append(f"tokenizer model not found: {args.tokenizer_model}")
+    if args.pretrained_checkpoint and not Path(args.pretrained_checkpoint).exists():
+        errors.append(f"--pretrained-checkpoint {args.pretrained_checkpoint} does not exist")
+    if args.save_interval is not None and args.save_interval <= 0:
+        errors.append(f"--save-interval must be positive, got {args.save_interval}")
+    if args.eval_interval and args.eval_iters <= 0:
+        errors.append("--eval-interval needs --eval-iters > 0")
+    if errors:
+        raise ValueError("invalid configuration:\n  " + "\n  ".join(errors))
+    return dp
+
+
+def _data_files(args) -> list[str]:
+    """Files that --data-path names: prefix.bin/.idx for indexed data, the file itself for JSONL."""
+    out = []
+    for tok in args.data_path:
+        try:
+            float(tok)
+            continue  # a blend weight
+        except ValueError:
+            pass
+        if tok.endswith((".jsonl", ".json")):
+            out.append(tok)
+        else:
+            out += [tok + ".bin", tok + ".idx"]
+    return out

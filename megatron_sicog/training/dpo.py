@@ -1,0 +1,57 @@
+"""Direct preference optimisation (stage 1 variant): loss, forward step, pair collation.
+
+A micro-batch holds b chosen sequences followed by their b rejected twins
+(same prompt and image). Sequence log-probs are sums over response tokens of
+``-per_token_loss`` from megatron's vocab-parallel cross entropy, so they are
+exact at any TP size. The reference policy is a frozen copy of the initial
+model run beside the policy (``--pipeline-model-parallel-size 1``).
+
+    loss = -log sigmoid(beta * ((pi_c - pi_r) - (ref_c - ref_r)))
+"""
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+
+from megatron_sicog import runtime
+
+
+def sequence_logps(per_token_loss: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
+    return -(per_token_loss.float() * loss_mask.float()).sum(dim=-1)
+
+
+def dpo_loss(loss_mask: torch.Tensor, ref_logps: torch.Tensor, beta: float, output_tensor: torch.Tensor):
+    logps = sequence_logps(output_tensor, loss_mask)
+    b = logps.shape[0] // 2
+    policy_margin = logps[:b] - logps[b:]
+    ref_margin = ref_logps[:b] - ref_logps[b:]
+    logits = beta * (policy_margin - ref_margin)
+    loss = -F.logsigmoid(logits).mean()
+    return loss, {
+        "dpo_loss": loss.detach().clone(),
+        "margin": policy_margin.mean().detach(),
+        "reward_accuracy": (logits > 0).float().mean().detach(),
+        "chosen_logp": logps[:b].mean().detach(),
+        "rejected_logp": logps[b:].mean().detach(),
+    }
+
+
+def make_dpo_forward_step(ref_model, beta: float):
+    def forward_step(data_iterator, model):
+        batch = next(data_iterator).to(runtime.device())
+        out = model(batch.input_ids, batch.position_ids, batch.attention_mask,
+                    images=batch.images, labels=batch.labels)
+        with torch.no_grad():
+            ref = ref_model(batch.input_ids, batch.position_ids, batch.attention_mask,
+                            images=batch.images, labels=batch.labels)
+        ref_logps = sequence_logps(ref, batch.loss_mask)
+        return out, partial(dpo_loss, batch.loss_mask, ref_logps, beta)
+
+    return forward_step
+
+
+def collate_pairs(pairs, collate_fn):
+    """[{"chosen": sample, "rejected": sample}] -> one Batch: chosen rows, then rejected rows."""
+    return collate_fn([p["chosen"] for p in pairs] + [p["rejected"] for p in pairs])

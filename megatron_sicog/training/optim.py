@@ -1,0 +1,72 @@
+"""Model wrapping and optimisation: megatron-core DDP, optimizer, LR scheduler.
+
+* `wrap_model`: megatron's `Float16Module` for --bf16/--fp16, then megatron's
+  `DistributedDataParallel` (grad buffers reduced in fp32; the distributed
+  optimizer shards state over DP ranks on NCCL).
+* `build_optimizer`: `get_megatron_optimizer` (Adam, gradient clipping by
+  total norm — runtime.py makes the clip step work on the CPU).
+* `build_scheduler`: megatron's `OptimizerParamScheduler`, stepped once per
+  iteration (warmup / decay counted in iterations).
+"""
+from __future__ import annotations
+
+import torch
+from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
+from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
+from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
+from megatron.core.transformer.module import Float16Module
+
+
+def params_dtype(args) -> torch.dtype:
+    return torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else torch.float32
+
+
+def wrap_model(model, args):
+    config = model.config
+    if args.bf16 or args.fp16:
+        model = Float16Module(config, model)
+    ddp_config = DistributedDataParallelConfig(
+        grad_reduce_in_fp32=True,
+        overlap_grad_reduce=False,
+        use_distributed_optimizer=args.use_distributed_optimizer,
+        check_for_nan_in_grad=False,
+    )
+    return DistributedDataParallel(config=config, ddp_config=ddp_config, module=model)
+
+
+def build_optimizer(ddp_models, args):
+    cfg = OptimizerConfig(
+        optimizer="adam",
+        lr=args.lr,
+        min_lr=args.min_lr,
+        weight_decay=args.weight_decay,
+        adam_beta1=args.adam_beta1,
+        adam_beta2=args.adam_beta2,
+        adam_eps=args.adam_eps,
+        clip_grad=args.clip_grad,
+        bf16=args.bf16,
+        fp16=args.fp16,
+        params_dtype=params_dtype(args),
+        use_distributed_optimizer=args.use_distributed_optimizer,
+        loss_scale=None if args.fp16 else None,
+        initial_loss_scale=2 ** 16,
+    )
+    return get_megatron_optimizer(cfg, ddp_models)
+
+
+def build_scheduler(optimizer, args) -> OptimizerParamScheduler:
+    return OptimizerParamScheduler(
+        optimizer,
+        init_lr=0.0 if args.lr_warmup_iters else args.lr,
+        max_lr=args.lr,
+        min_lr=args.min_lr,
+        lr_warmup_steps=args.lr_warmup_iters,
+        lr_decay_steps=max(args.lr_decay_iters, args.lr_warmup_iters + 1),
+        lr_decay_style=args.lr_decay_style,
+        start_wd=args.weight_decay,
+        end_wd=args.weight_decay,
+        wd_incr_steps=args.train_iters,
+        wd_incr_style="constant",
+        wsd_decay_steps=max(1, args.lr_decay_iters // 10) if args.lr_decay_style == "WSD" else None,
+        lr_wsd_decay_style="linear" if args.lr_decay_style == "WSD" else None,
+    )

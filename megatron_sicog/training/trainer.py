@@ -1,0 +1,337 @@
+"""The trainer every SICOG stage runs: pretrain (alignment / re-pretraining), SFT, DPO.
+
+The constructor reads as the recipe: distributed init, config checks,
+tokenizer, model (+ frozen reference for DPO), megatron DDP, optimizer, LR
+schedule, data, checkpoint restore, signal handlers. `train()` is the loop:
+megatron-core's forward-backward schedule (1F1B with PP > 1), optimizer step,
+scheduler step, metrics, periodic eval and checkpoints.
+
+SIGTERM / SIGUSR1 (SLURM's ``--signal=USR1@N`` pre-emption warning) set a
+flag; at the next iteration boundary all ranks agree on it, save a checkpoint
+and exit with code 0, and ``--load`` of the same directory resumes the exact
+sample sequence.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import time
+from functools import partial
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+from megatron.core import parallel_state
+from megatron.core.distributed import finalize_model_grads
+from megatron.core.pipeline_parallel import get_forward_backward_func
+
+from megatron_sicog import runtime
+from megatron_sicog.model import sharding
+from megatron_sicog.model.batch import collate
+from megatron_sicog.model.llava import SicogModel, build_model
+from megatron_sicog.model.presets import ModelArgs, model_args_from_flags, validate
+from megatron_sicog.training import checkpointing as ckpt
+from megatron_sicog.training.arguments import parse_args, validate_args
+from megatron_sicog.training.data_iterators import MicroBatchIterator, ResumableSampler
+from megatron_sicog.training.dpo import collate_pairs, make_dpo_forward_step
+from megatron_sicog.training.lm_step import forward_step as lm_forward_step
+from megatron_sicog.training.metrics import MetricsLogger
+from megatron_sicog.training.optim import build_optimizer, build_scheduler, params_dtype, wrap_model
+
+log = logging.getLogger("sicog.train")
+DPO_KEYS = ("dpo_loss", "margin", "reward_accuracy", "chosen_logp", "rejected_logp")
+LM_KEYS = ("lm_loss",)
+
+
+def unwrap(model) -> SicogModel:
+    while not isinstance(model, SicogModel):
+        model = model.module
+    return model
+
+
+class Trainer:
+    args: object
+    model_args: ModelArgs
+    model: list  # megatron DDP-wrapped chunks (one per rank: no virtual pipeline)
+    ref_model: Optional[SicogModel]
+    iteration: int
+    sampler: ResumableSampler
+
+    def __init__(self, args):
+        self.args = args
+        self.env = runtime.init_distributed(args.tensor_model_parallel_size, args.pipeline_model_parallel_size,
+                                            seed=args.seed)
+        self.dp_size = validate_args(args, self.env.world_size)
+        self.num_microbatches = args.global_batch_size // (args.micro_batch_size * self.dp_size)
+        self.tokenizer = self._build_tokenizer()
+        self.model_args = self._build_model_args()
+        inner = build_model(self.model_args, params_dtype=params_dtype(args))
+        self.iteration, resume_state = self._load_weights(inner)
+        self.ref_model = self._build_reference(inner) if args.stage == "dpo" else None
+        inner.freeze(vision=args.freeze_vision, projector=args.freeze_projector,
+                     language=args.freeze_language_model)
+        self.model = [wrap_model(inner, args)]
+        self.optimizer = build_optimizer(self.model, args)
+        self.scheduler = build_scheduler(self.optimizer, args)
+        self.train_data, self.valid_dataset = self._build_data()
+        self._restore_training_state(resume_state)
+        self._configure_schedule()
+        self.metrics = MetricsLogger(self._is_logging_rank(), args.log_json, args.tensorboard_dir,
+                                     args.log_interval, args.loss_curve, self.iteration)
+        self._signal = None
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, self._on_signal)
+
+    # -- construction ------------------------------------------------------
+    def _build_tokenizer(self):
+        if not self.args.tokenizer_model:
+            return None
+        from megatron_sicog.data.tokenizer import build_tokenizer
+
+        return build_tokenizer(self.args.tokenizer_type, self.args.tokenizer_model)
+
+    def _build_model_args(self) -> ModelArgs:
+        a = self.args
+        vocab = self.tokenizer.vocab_size if self.tokenizer else a.vocab_size
+        img = self.tokenizer.image_token_id if self.tokenizer else None
+        m = model_args_from_flags(a, vocab_size=vocab, image_token_id=img)
+        validate(m, a.tensor_model_parallel_size, a.pipeline_model_parallel_size)
+        return m
+
+    def _load_weights(self, inner: SicogModel):
+        """Resume state from --load, else initial weights from --pretrained-checkpoint."""
+        a = self.args
+        if a.load and ckpt.read_tracker(a.load) is not None:
+            meta = ckpt.read_meta(a.load)
+            same_layout = (meta["tensor_model_parallel_size"], meta["pipeline_model_parallel_size"]) == \
+                (a.tensor_model_parallel_size, a.pipeline_model_parallel_size)
+            if same_layout:
+                state = ckpt.load_rank_file(a.load, parallel_state.get_tensor_model_parallel_rank(),
+                                            parallel_state.get_pipeline_model_parallel_rank())
+                inner.load_state_dict(state["model"], strict=True)
+                log.info(f"resumed weights from {a.load} iteration {state['iteration']}")
+                return int(state["iteration"]), state
+            ckpt.load_model_weights(inner, a.load)
+            log.warning(f"{a.load} was saved at TP={meta['tensor_model_parallel_size']} "
+                        f"PP={meta['pipeline_model_parallel_size']}: weights resharded, optimizer state not restored")
+            return int(meta["iteration"]), None
+        if a.pretrained_checkpoint:
+            ckpt.load_model_weights(inner, a.pretrained_checkpoint)
+            log.info(f"initial weights from {a.pretrained_checkpoint}")
+        return 0, None
+
+    def _build_reference(self, inner: SicogModel) -> SicogModel:
+        ref = build_model(self.model_args, params_dtype=params_dtype(self.args))
+        ref.load_state_dict(inner.state_dict(), strict=True)
+        ref.eval()
+        for p in ref.parameters():
+            p.requires_grad_(False)
+        return ref
+
+    def _collate_fn(self):
+        from megatron_sicog.data.image import preprocess_images
+
+        m = self.model_args
+        pad = self.tokenizer.pad if self.tokenizer else 0
+        return partial(collate, seq_length=self.args.seq_length, image_token_id=m.image_token_id,
+                       num_image_tokens=m.vision.num_patches, pad_id=pad,
+                       image_transform=partial(preprocess_images, image_size=m.vision.image_size))
+
+    def _build_data(self):
+        a, m = self.args, self.model_args
+        n_train = a.train_iters * a.global_batch_size
+        n_valid = max(1, a.eval_iters) * a.global_batch_size
+        if a.mock_data:
+            from megatron_sicog.training.mock_data import MockMultimodalDataset, MockPreferenceDataset
+
+            mk = partial(MockMultimodalDataset, seq_length=a.seq_length, vocab_size=m.language.vocab_size,
+                         image_token_id=m.image_token_id, image_size=m.vision.image_size,
+                         num_image_tokens=m.vision.num_patches)
+            train, valid = mk(max(n_train, 64), seed=a.seed), mk(max(n_valid, 16), seed=a.seed + 1)
+            if a.stage == "dpo":
+                train, valid = MockPreferenceDataset(train), MockPreferenceDataset(valid)
+        elif a.stage == "dpo":
+            from megatron_sicog.training.preference_data import PreferenceDataset
+
+            train = PreferenceDataset(a.data_path, self.tokenizer, a.chat_template, a.image_root)
+            valid = None
+        else:
+            from megatron_sicog.data.dataset import build_train_valid_datasets
+
+            train, valid = build_train_valid_datasets(
+                a.data_path, seq_length=a.seq_length, seed=a.seed, num_train_samples=n_train,
+                num_valid_samples=n_valid if a.eval_iters else 0, split=a.split, pack=a.pack_sequences,
+                image_token_id=m.image_token_id, num_image_tokens=m.vision.num_patches)
+        collate_fn = self._collate_fn()
+        if a.stage == "dpo":
+            collate_fn = partial(collate_pairs, collate_fn=collate_fn)
+        self._batch_fn = collate_fn
+        dp_rank = parallel_state.get_data_parallel_rank()
+        self.sampler = ResumableSampler(len(train), a.micro_batch_size, dp_rank, self.dp_size, a.seed)
+        return MicroBatchIterator(train, self.sampler, collate_fn), valid
+
+    def _restore_training_state(self, state: Optional[dict]) -> None:
+        if state is None:
+            if self.args.pretrained_checkpoint or self.iteration:
+                self.optimizer.reload_model_params()  # fp32 main copies of freshly loaded weights
+            return
+        if "optimizer" in state:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.sampler.load_state_dict(state["data"])
+            runtime.set_rng_state(state["rng"])
+        else:
+            self.optimizer.reload_model_params()
+
+    def _configure_schedule(self) -> None:
+        config = unwrap(self.model[0]).config
+        config.finalize_model_grads_func = finalize_model_grads
+        config.grad_scale_func = self.optimizer.scale_loss
+        config.no_sync_func = self.model[0].no_sync
+        self.forward_backward = get_forward_backward_func()
+        if self.args.stage == "dpo":
+            self.forward_step = make_dpo_forward_step(self.ref_model, self.args.dpo_beta)
+            self.loss_keys = DPO_KEYS
+        else:
+            self.forward_step = lm_forward_step
+            self.loss_keys = LM_KEYS
+
+    def _is_logging_rank(self) -> bool:
+        return (parallel_state.is_pipeline_last_stage() and parallel_state.get_tensor_model_parallel_rank() == 0
+                and parallel_state.get_data_parallel_rank() == 0)
+
+    # -- signals -------------------------------------------------------------
+    def _on_signal(self, signum, frame) -> None:
+        self._signal = signum
+        log.warning(f"received signal {signal.Signals(signum).name}: saving at the next iteration boundary")
+
+    def _stop_requested(self) -> bool:
+        flag = torch.tensor([1 if self._signal is not None else 0], dtype=torch.int32, device=runtime.device())
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+    # -- steps -----------------------------------------------------------------
+    def _reduce(self, losses: list[dict]) -> dict:
+        """Average each metric over micro-batches and DP ranks; share it with every rank."""
+        vals = torch.zeros(len(self.loss_keys), dtype=torch.float64, device=runtime.device())
+        if losses:
+            for i, k in enumerate(self.loss_keys):
+                vals[i] = sum(float(d[k]) for d in losses) / len(losses)
+        dist.all_reduce(vals, group=parallel_state.get_data_parallel_group())
+        vals /= self.dp_size
+        if parallel_state.get_pipeline_model_parallel_world_size() > 1:
+            dist.all_reduce(vals, group=parallel_state.get_pipeline_model_parallel_group())
+        return {k: float(v) for k, v in zip(self.loss_keys, vals)}
+
+    def _run_schedule(self, data_iterator, num_microbatches: int, forward_only: bool) -> list[dict]:
+        a = self.args
+        return self.forward_backward(
+            forward_step_func=self.forward_step, data_iterator=data_iterator, model=self.model,
+            num_microbatches=num_microbatches, seq_length=a.seq_length,
+            micro_batch_size=a.micro_batch_size * (2 if a.stage == "dpo" else 1), forward_only=forward_only)
+
+    def train_step(self) -> dict:
+        for m in self.model:
+            m.train()
+            m.zero_grad_buffer()
+        self.optimizer.zero_grad()
+        losses = self._run_schedule(self.train_data, self.num_microbatches, forward_only=False)
+        ok, grad_norm, _ = self.optimizer.step()
+        self.scheduler.step(increment=1)
+        out = self._reduce(losses)
+        out["grad_norm"] = float(grad_norm) if grad_norm is not None else 0.0
+        out["skipped"] = not ok
+        return out
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        a = self.args
+        for m in self.model:
+            m.eval()
+        sampler = ResumableSampler(len(self.valid_dataset), a.micro_batch_size,
+                                   parallel_state.get_data_parallel_rank(), self.dp_size, a.seed, shuffle=False)
+        it = MicroBatchIterator(self.valid_dataset, sampler, self._batch_fn)
+        losses = self._run_schedule(it, self.num_microbatches * a.eval_iters, forward_only=True)
+        return self._reduce(losses)
+
+    # -- checkpoints -----------------------------------------------------------
+    def save(self) -> None:
+        a = self.args
+        if not a.save:
+            return
+        inner = unwrap(self.model[0])
+        if parallel_state.get_data_parallel_rank() == 0:
+            state = {
+                "model": inner.state_dict(),
+                "partition": sharding.partition_info(inner),
+                "layer_offset": sharding.layer_offset(inner),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "rng": runtime.rng_state(),
+                "data": self.sampler.state_dict(),
+                "iteration": self.iteration,
+                "args": vars(a),
+            }
+            ckpt.save_rank_file(a.save, self.iteration, parallel_state.get_tensor_model_parallel_rank(),
+                                parallel_state.get_pipeline_model_parallel_rank(),
+                                a.pipeline_model_parallel_size, state)
+        dist.barrier()
+        if dist.get_rank() == 0:
+            extra = {"stage": a.stage, "tokenizer_type": a.tokenizer_type, "tokenizer_model": a.tokenizer_model,
+                     "chat_template": a.chat_template, "consumed_samples": self.sampler.consumed_samples}
+            meta = ckpt.build_meta(self.model_args, a.tensor_model_parallel_size, a.pipeline_model_parallel_size,
+                                   self.iteration, extra)
+            ckpt.finalize_iteration(a.save, self.iteration, meta, keep_last=a.keep_last_checkpoints)
+            log.info(f"saved checkpoint iteration {self.iteration} to {a.save}")
+        dist.barrier()
+
+    # -- the loop --------------------------------------------------------------
+    def train(self) -> int:
+        a = self.args
+        tokens_per_iter = a.global_batch_size * a.seq_length * (2 if a.stage == "dpo" else 1)
+        start_it, t_start = self.iteration, time.perf_counter()
+        last_saved = self.iteration
+        while self.iteration < a.train_iters:
+            t0 = time.perf_counter()
+            out = self.train_step()
+            runtime.synchronize()
+            dt = time.perf_counter() - t0
+            self.iteration += 1
+            rec = {"iteration": self.iteration, **{k: out[k] for k in self.loss_keys},
+                   "lr": self.scheduler.get_lr(self.optimizer.param_groups[0]),
+                   "grad_norm": out["grad_norm"], "tokens_per_sec": tokens_per_iter / dt,
+                   "elapsed_ms": dt * 1000.0, "consumed_samples": self.sampler.consumed_samples}
+            self.metrics.log(rec)
+            if a.eval_interval and self.iteration % a.eval_interval == 0 and self.valid_dataset is not None:
+                self.metrics.log_eval(self.iteration, self.evaluate())
+            stop = self._stop_requested()
+            exit_now = stop or (a.exit_interval and self.iteration % a.exit_interval == 0)
+            if a.save and (exit_now or (a.save_interval and self.iteration % a.save_interval == 0)):
+                self.save()
+                last_saved = self.iteration
+            if exit_now:
+                why = f"signal {signal.Signals(self._signal).name}" if stop else f"--exit-interval {a.exit_interval}"
+                log.info(f"exiting at iteration {self.iteration} ({why}) with a checkpoint in {a.save}")
+                break
+        if a.save and last_saved != self.iteration:
+            self.save()
+        secs = time.perf_counter() - t_start
+        done = self.iteration - start_it
+        if self.metrics.enabled and done:
+            last = self.metrics.history[-1]
+            key = self.loss_keys[0]
+            log.info(f"done: {done} iterations ({start_it}->{self.iteration}) in {secs:.1f}s, "
+                     f"{done * tokens_per_iter / secs:.0f} tokens/s, final {key} {last[key]:.5f}")
+        self.metrics.close()
+        return 0
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stdout)
+    logging.getLogger("megatron").setLevel(logging.WARNING)  # its per-parameter listings drown the log
+    args = parse_args(argv)
+    trainer = Trainer(args)
+    rc = trainer.train()
+    runtime.destroy_distributed()
+    return rc
