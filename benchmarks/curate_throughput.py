@@ -99,7 +99,7 @@ def main() -> int:
     ref, t = timed(lambda: [naive_lexical_mbr(g) for g in groups])
     naive_rate = report("naive", n, t)
     diff = max(float(np.abs(a - np.asarray(b)).max()) for a, b in zip(lex, ref))
-    assert diff < 1e-9, f"lexical and naive MBR disagree by {diff}"
+    assert diff <= 1e-9, f"lexical and naive MBR disagree by {diff}"  # the scorer rounds to 1e-9
     print(f"# lexical == naive reference on all {n} groups (max |diff| {diff:.1e})")
 
     if ARGS.embedding_items > 0:

@@ -291,3 +291,31 @@ def test_cli(tmp_path):
                               "--output", str(tmp_path / "x.jsonl"), "--scorer", "lexical"],
                              cwd=REPO, capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and "not found" in missing.stderr
+
+
+def test_progress_bar(tmp_path, capsys):
+    run(tmp_path, list(synthetic_records(30, 3, seed=0)), progress=True, chunk_items=10)
+    err = capsys.readouterr().err
+    assert "curate" in err and "30/30" in err
+
+
+@pytest.mark.slow
+def test_vote_and_lexical_handle_10k_items_in_under_10s_of_one_core():
+    """The issue's bound, measured as process CPU time (steady on a shared machine)."""
+    import time
+
+    from megatron_sicog.curation.pipeline import parse_item
+    from megatron_sicog.prompts import final_description
+
+    reasoning = [parse_item(r)[0] for r in synthetic_records(10000, 6, seed=1, task="reasoning")]
+    captions = [parse_item(r)[0] for r in synthetic_records(10000, 6, seed=2, task="caption")]
+    groups = [[final_description(c) for c in it.candidates] for it in captions]
+    t0 = time.process_time()
+    outs = Curator(CurationConfig()).process(reasoning)
+    vote_s = time.process_time() - t0
+    t0 = time.process_time()
+    scores = LexicalScorer().score(groups)
+    lexical_s = time.process_time() - t0
+    assert all(o.record is not None for o in outs) and len(scores) == 10000
+    assert vote_s < 10.0, f"vote: {vote_s:.1f} s for 10,000 items"
+    assert lexical_s < 10.0, f"lexical: {lexical_s:.1f} s for 10,000 items"

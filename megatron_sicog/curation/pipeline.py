@@ -10,8 +10,10 @@ thin CLI over it; the end-to-end loop calls it in-process):
 2. optionally drop candidates that do not follow the CoD / CoT step format
    (``require_format``);
 3. score chunks of items: captions by minimum-Bayes-risk over the final
-   description of each candidate (`scorers`), reasoning by majority vote over
-   normalised final answers (`vote`), kept response = the best candidate;
+   description of each candidate (`scorers`, the chosen scorer), reasoning by
+   majority vote over normalised final answers (`vote`; the kept CoT among the
+   winner's supporters is the one closest to all candidates by the lexical
+   MBR score, whatever the caption scorer), kept response = the best candidate;
 4. keep items whose best score >= the task's threshold, write them (and the
    optional preference pairs) atomically, and write the report.
 """
@@ -236,6 +238,7 @@ class Curator:
         if o.score < self.config.threshold(it.task) - 1e-9:
             o.dropped = "below_threshold"
             return
+        scores = [round(s, 6) for s in scores]  # as written; the rejected draw uses the same numbers
         rec = {
             "id": it.id,
             "image": it.image,
@@ -247,7 +250,7 @@ class Curator:
             "score": round(o.score, 6),
             "kept_index": best,
             "candidates": it.candidates,
-            "scores": [round(s, 6) for s in scores],
+            "scores": scores,
         }
         rec.update(extra)
         if it.reference is not None:
@@ -263,7 +266,7 @@ class Curator:
                 o.preference_skipped = "no_contrast"
                 return
             o.preference = dict(rec, chosen=it.candidates[best], rejected=it.candidates[rej],
-                                chosen_score=rec["score"], rejected_score=round(scores[rej], 6),
+                                chosen_score=scores[best], rejected_score=scores[rej],
                                 rejected_index=rej)
 
 

@@ -87,13 +87,21 @@ def _split(values: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
     return [values[offsets[k]:offsets[k + 1]] for k in range(len(offsets) - 1)]
 
 
+SCORE_DECIMALS = 9
+
+
 def mbr_from_unit_vectors(dots: np.ndarray, self_dots: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    """score_i = (v_i . S - v_i . v_i) / (n - 1); 1.0 for groups of one."""
+    """score_i = (v_i . S - v_i . v_i) / (n - 1); 1.0 for groups of one.
+
+    Rounded to `SCORE_DECIMALS`, so that candidates with mathematically equal
+    scores (summed in a different order) tie exactly and the argmax does not
+    depend on floating-point noise or on how items were batched.
+    """
     n = np.repeat(sizes, sizes).astype(np.float64)
     out = np.ones_like(n)
     many = n > 1
     out[many] = (dots[many] - self_dots[many]) / (n[many] - 1)
-    return np.clip(out, -1.0, 1.0)
+    return np.round(np.clip(out, -1.0, 1.0), SCORE_DECIMALS)
 
 
 class LexicalScorer:
@@ -140,7 +148,7 @@ def _token_ids(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, int]:
     if any(_SEP in t for t in texts):
         texts = [t.replace(_SEP, " ") for t in texts]
     toks = _ascii_words(f" {_SEP} ".join(texts))
-    vocab = {t: i for i, t in enumerate(set(toks))}
+    vocab = {t: i for i, t in enumerate(sorted(set(toks)))}  # sorted: same ids whatever the hash seed
     ids = np.fromiter(map(vocab.__getitem__, toks), dtype=np.int64, count=len(toks))
     is_sep = ids == vocab.get(_SEP, -1)
     doc = np.cumsum(is_sep)
@@ -170,7 +178,8 @@ def _count_pairs(a: np.ndarray, b: np.ndarray, n_b: int):
 
 
 def naive_lexical_mbr(texts: Sequence[str]) -> list[float]:
-    """Pure-Python reference of `LexicalScorer` for one group (same numbers)."""
+    """Pure-Python reference of `LexicalScorer` for one group (the same numbers
+    before `LexicalScorer` rounds them to `SCORE_DECIMALS`)."""
     vecs = []
     for t in texts:
         tf = Counter(lexical_features(t))
