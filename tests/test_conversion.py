@@ -244,3 +244,31 @@ def test_native_checkpoint_at_tp2_pp2_exports_to_transformers_with_same_logits(m
     diff = (hf_logits(hf, ids, images) - ref).abs().max().item()
     print(f"native tiny TP=2 PP=2 -> HF: max |logit diff| = {diff:.2e}")
     assert diff < 1e-4
+
+
+def test_bf16_and_the_in_memory_key_layout(mcore, hf_models, tmp_path):
+    """Keys named as in a 5.x model's state_dict (model.vision_tower..., lm_head) import the same; bf16 both ways."""
+    from megatron_sicog.conversion.hf_export import CheckpointReader, export_hf
+    from megatron_sicog.conversion.hf_import import import_hf
+
+    hf_dir, hf_model, _ = hf_models["qwen2"]
+    other = tmp_path / "in_memory_layout"
+    shutil.copytree(hf_dir, other)
+    (other / "model.safetensors").unlink()
+    save_file({k: v.contiguous() for k, v in hf_model.state_dict().items()}, str(other / "model.safetensors"),
+              metadata={"format": "pt"})
+    a = CheckpointReader(import_hf(tmp_path / "a", 2, 2, hf_path=hf_dir, dtype="bf16", progress=False))
+    b = CheckpointReader(import_hf(tmp_path / "b", 2, 2, hf_path=other, dtype="bf16", progress=False))
+    assert a.names() == b.names() and len(a.names()) == 62  # vision 5 + 3 x 12, projector 4, LM 3 + 2 x 7
+    for n in a.names():
+        assert a.get(n).dtype == torch.bfloat16 and torch.equal(a.get(n), b.get(n)), n
+
+    out = export_hf(tmp_path / "b", tmp_path / "hf_bf16", progress=False)
+    assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
+    exported = {}
+    for f in sorted(out.glob("model-*.safetensors")):
+        exported.update(load_file(str(f)))
+    on_disk = load_file(str(hf_dir / "model.safetensors"))
+    assert exported.keys() == on_disk.keys()  # the save_pretrained layout
+    for k, v in on_disk.items():
+        assert torch.equal(exported[k], v.to(torch.bfloat16)), k
