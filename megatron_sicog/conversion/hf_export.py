@@ -26,13 +26,14 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+from safetensors.torch import load_file
 from tqdm import tqdm
 
 from megatron_sicog.conversion import hf_mapping as hm
 from megatron_sicog.conversion.hf_import import (DTYPES, HF_EXTRA, TOKENIZER_DIR, copy_tokenizer_files,
                                                  prepare_output_dir)
 from megatron_sicog.conversion.hf_mapping import ConversionError
-from megatron_sicog.conversion.safetensors_io import SafetensorsDir, ShardWriter, parse_size
+from megatron_sicog.conversion.safetensors_io import ShardWriter, parse_size
 from megatron_sicog.model import sharding
 
 # Transformer Engine specs fuse the pre-norms into the next linear; canonical names are the local spec's.
@@ -141,9 +142,8 @@ def export_hf(load: str | Path, save: str | Path, max_shard_size: str | int = "5
     cfg = hm.llava_config_from_model_args(args, recorded, _dtype_name(out_dtype))
     extra_path = Path(load) / HF_EXTRA
     extras = hm.default_hf_only(args, out_dtype)
-    if extra_path.exists():
-        d = SafetensorsDir(Path(load))
-        extras.update({k: d.get(k) for k in hm.HF_ONLY if k in d.weight_map})
+    if extra_path.exists():  # written by hf-to-megatron: CLIP's post_layernorm, unused by LLaVA
+        extras.update({k: v for k, v in load_file(str(extra_path)).items() if k in hm.HF_ONLY})
     save = Path(save)
     tmp = prepare_output_dir(save)
     try:
