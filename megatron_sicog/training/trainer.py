@@ -33,7 +33,8 @@ from megatron_sicog.model.llava import SicogModel, build_model
 from megatron_sicog.model.presets import ModelArgs, model_args_from_flags, validate
 from megatron_sicog.training import checkpointing as ckpt
 from megatron_sicog.training.arguments import parse_args, validate_args
-from megatron_sicog.training.data_iterators import MicroBatchIterator, ResumableSampler
+from megatron_sicog.data.sampler import ResumableDataLoader
+from megatron_sicog.training.data_iterators import EpochShuffledView
 from megatron_sicog.training.dpo import collate_pairs, make_dpo_forward_step
 from megatron_sicog.training.lm_step import forward_step as lm_forward_step
 from megatron_sicog.training.metrics import MetricsLogger
@@ -56,7 +57,7 @@ class Trainer:
     model: list  # megatron DDP-wrapped chunks (one per rank: no virtual pipeline)
     ref_model: Optional[SicogModel]
     iteration: int
-    sampler: ResumableSampler
+    train_data: ResumableDataLoader
 
     def __init__(self, args):
         self.args = args
@@ -151,10 +152,12 @@ class Trainer:
             train, valid = mk(max(n_train, 64), seed=a.seed), mk(max(n_valid, 16), seed=a.seed + 1)
             if a.stage == "dpo":
                 train, valid = MockPreferenceDataset(train), MockPreferenceDataset(valid)
+            train = EpochShuffledView(train, n_train, a.seed)
         elif a.stage == "dpo":
             from megatron_sicog.training.preference_data import PreferenceDataset
 
-            train = PreferenceDataset(a.data_path, self.tokenizer, a.chat_template, a.image_root)
+            train = EpochShuffledView(PreferenceDataset(a.data_path, self.tokenizer, a.chat_template, a.image_root),
+                                      n_train, a.seed)
             valid = None
         else:
             from megatron_sicog.data.dataset import build_train_valid_datasets
@@ -162,14 +165,16 @@ class Trainer:
             train, valid = build_train_valid_datasets(
                 a.data_path, seq_length=a.seq_length, seed=a.seed, num_train_samples=n_train,
                 num_valid_samples=n_valid if a.eval_iters else 0, split=a.split, pack=a.pack_sequences,
-                image_token_id=m.image_token_id, num_image_tokens=m.vision.num_patches)
+                image_seq_length=m.vision.num_patches, image_token_id=m.image_token_id)
         collate_fn = self._collate_fn()
         if a.stage == "dpo":
             collate_fn = partial(collate_pairs, collate_fn=collate_fn)
         self._batch_fn = collate_fn
-        dp_rank = parallel_state.get_data_parallel_rank()
-        self.sampler = ResumableSampler(len(train), a.micro_batch_size, dp_rank, self.dp_size, a.seed)
-        return MicroBatchIterator(train, self.sampler, collate_fn), valid
+        return self._loader(train), valid
+
+    def _loader(self, dataset) -> ResumableDataLoader:
+        return ResumableDataLoader(dataset, self.args.micro_batch_size, parallel_state.get_data_parallel_rank(),
+                                   self.dp_size, num_workers=self.args.num_workers, collate_fn=self._batch_fn)
 
     def _restore_training_state(self, state: Optional[dict]) -> None:
         if state is None:
@@ -179,7 +184,7 @@ class Trainer:
         if "optimizer" in state:
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
-            self.sampler.load_state_dict(state["data"])
+            self.train_data.load_state_dict(state["data"])
             runtime.set_rng_state(state["rng"])
         else:
             self.optimizer.reload_model_params()
@@ -249,10 +254,8 @@ class Trainer:
         a = self.args
         for m in self.model:
             m.eval()
-        sampler = ResumableSampler(len(self.valid_dataset), a.micro_batch_size,
-                                   parallel_state.get_data_parallel_rank(), self.dp_size, a.seed, shuffle=False)
-        it = MicroBatchIterator(self.valid_dataset, sampler, self._batch_fn)
-        losses = self._run_schedule(it, self.num_microbatches * a.eval_iters, forward_only=True)
+        losses = self._run_schedule(self._loader(self.valid_dataset), self.num_microbatches * a.eval_iters,
+                                    forward_only=True)
         return self._reduce(losses)
 
     # -- checkpoints -----------------------------------------------------------
@@ -269,7 +272,7 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "rng": runtime.rng_state(),
-                "data": self.sampler.state_dict(),
+                "data": self.train_data.state_dict(),
                 "iteration": self.iteration,
                 "args": vars(a),
             }
@@ -279,7 +282,7 @@ class Trainer:
         dist.barrier()
         if dist.get_rank() == 0:
             extra = {"stage": a.stage, "tokenizer_type": a.tokenizer_type, "tokenizer_model": a.tokenizer_model,
-                     "chat_template": a.chat_template, "consumed_samples": self.sampler.consumed_samples}
+                     "chat_template": a.chat_template, "consumed_samples": self.train_data.consumed_samples}
             meta = ckpt.build_meta(self.model_args, a.tensor_model_parallel_size, a.pipeline_model_parallel_size,
                                    self.iteration, extra)
             ckpt.finalize_iteration(a.save, self.iteration, meta, keep_last=a.keep_last_checkpoints)
@@ -301,7 +304,7 @@ class Trainer:
             rec = {"iteration": self.iteration, **{k: out[k] for k in self.loss_keys},
                    "lr": self.scheduler.get_lr(self.optimizer.param_groups[0]),
                    "grad_norm": out["grad_norm"], "tokens_per_sec": tokens_per_iter / dt,
-                   "elapsed_ms": dt * 1000.0, "consumed_samples": self.sampler.consumed_samples}
+                   "elapsed_ms": dt * 1000.0, "consumed_samples": self.train_data.consumed_samples}
             self.metrics.log(rec)
             if a.eval_interval and self.iteration % a.eval_interval == 0 and self.valid_dataset is not None:
                 self.metrics.log_eval(self.iteration, self.evaluate())
