@@ -98,6 +98,23 @@ def test_tp1_logits_match_transformers_and_round_trip_is_exact(mcore, hf_models,
     assert torch.equal(hf_logits(back.eval(), ids, images), ref)
 
 
+def test_qkv_grouping_and_shard_sizes():
+    """GQA layout by hand: 4 query heads, 2 groups, head dim 1 -> [q0 q1 k0 v0 | q2 q3 k1 v1]."""
+    from megatron_sicog.conversion.hf_mapping import qkv_from_megatron, qkv_to_megatron
+    from megatron_sicog.conversion.safetensors_io import parse_size
+
+    q, k, v = torch.tensor([[0.], [1.], [2.], [3.]]), torch.tensor([[10.], [11.]]), torch.tensor([[20.], [21.]])
+    fused = qkv_to_megatron(q, k, v, heads=4, groups=2)
+    assert fused.flatten().tolist() == [0, 1, 10, 20, 2, 3, 11, 21]
+    assert all(torch.equal(a, b) for a, b in zip(qkv_from_megatron(fused, 4, 2), (q, k, v)))
+    bias = qkv_to_megatron(q.flatten(), k.flatten(), v.flatten(), 4, 2)
+    assert bias.tolist() == [0, 1, 10, 20, 2, 3, 11, 21]
+    assert parse_size("5GB") == 5 * 10**9 and parse_size("2GiB") == 2 * 2**30 and parse_size("500MB") == 5 * 10**8
+    assert parse_size(1234) == 1234
+    with pytest.raises(ValueError, match="max shard size"):
+        parse_size("lots")
+
+
 def _copy_with(src, dst, drop=(), add=None, config_edit=None):
     shutil.copytree(src, dst)
     if drop or add:
@@ -144,6 +161,12 @@ def test_errors_name_what_is_missing_unexpected_or_impossible(mcore, hf_models, 
     with pytest.raises(ConversionError, match="unknown text architecture 'mistral'"):
         import_hf(save, 1, 1, hf_path=_copy_with(hf_dir, tmp_path / "mistral", config_edit=to_mistral),
                   progress=False)
+
+    def llama_with_attention_bias(cfg):
+        cfg["text_config"]["attention_bias"] = True
+    with pytest.raises(ConversionError, match="attention_bias"):
+        import_hf(save, 1, 1, hf_path=_copy_with(hf_models["llama"][0], tmp_path / "llama_bias",
+                                                 config_edit=llama_with_attention_bias), progress=False)
 
     def to_siglip(cfg):
         cfg["vision_config"]["model_type"] = "siglip_vision_model"
