@@ -58,6 +58,18 @@ def test_lexical_matches_the_naive_reference():
         np.testing.assert_allclose(s, ref, rtol=0, atol=1e-9)  # the scorer rounds to 1e-9
 
 
+def test_lexical_unpacked_sort_path_gives_the_same_scores(monkeypatch):
+    """Vocabularies too large to pack (item, feature, doc) into one int64 take the lexsort path."""
+    from megatron_sicog.curation import scorers
+
+    groups = [c for c, _ in groups_with_one_outlier()] + [["same", "same"], ["x"], []]
+    packed = LexicalScorer().score(groups)
+    runs = scorers._runs
+    monkeypatch.setattr(scorers, "_runs", lambda *a: runs(*a[:-1], 2**61))
+    for a, b in zip(packed, LexicalScorer().score(groups)):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_lexical_scores_do_not_depend_on_batching():
     groups = [c for c, _ in groups_with_one_outlier()]
     whole = LexicalScorer().score(groups)

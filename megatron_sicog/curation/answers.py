@@ -18,6 +18,7 @@ Both are pure functions of their string argument and never raise on odd input.
 """
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from typing import Optional
@@ -223,8 +224,11 @@ def normalize_answer(s: str) -> str:
     """
     if s is None:
         return ""
-    if not isinstance(s, str):
-        s = str(s)
+    return _normalize(s if isinstance(s, str) else str(s))
+
+
+@functools.lru_cache(maxsize=1 << 16)  # sampled answers repeat a lot ("B", "3", "yes")
+def _normalize(s: str) -> str:
     s = unicodedata.normalize("NFKC", s).strip().lower()
     if not s:
         return ""

@@ -127,16 +127,13 @@ class LexicalScorer:
 
         if feat.size == 0:
             return [np.full(int(s), 0.0 if s > 1 else 1.0) for s in sizes]
-        # (doc, feature) -> term frequency
-        udoc, ufeat, tf = _count_pairs(fdoc, feat, n_feat)
+        udoc, grp, tf = _runs(groups, offsets, sizes, item_of_doc, fdoc, feat, n_feat)
         w = 1.0 + np.log(tf)
         norm = np.sqrt(np.bincount(udoc, weights=w * w, minlength=n_docs))
         w = w / norm[udoc]
         # S[item, feature] = sum of the item's unit vectors; dot_i = v_i . S
-        uitem = item_of_doc[udoc]
-        _, inv = _unique_pairs(uitem, ufeat, n_feat, return_inverse=True)
-        S = np.bincount(inv, weights=w)
-        dots = np.bincount(udoc, weights=w * S[inv], minlength=n_docs)
+        S = np.bincount(grp, weights=w)
+        dots = np.bincount(udoc, weights=w * S[grp], minlength=n_docs)
         self_dots = np.bincount(udoc, weights=w * w, minlength=n_docs)
         return _split(mbr_from_unit_vectors(dots, self_dots, sizes), offsets)
 
@@ -157,24 +154,35 @@ def _token_ids(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, int]:
     return ids[keep], doc[keep], max(len(vocab), 1)
 
 
-def _unique_pairs(a: np.ndarray, b: np.ndarray, n_b: int, return_inverse=False):
-    """np.unique over pairs (a, b), packed into one int64 when it fits."""
-    if (int(a.max(initial=0)) + 1) * n_b < 2**62:
-        key = a * n_b + b
-        return np.unique(key, return_inverse=return_inverse) if return_inverse else np.unique(key)
-    pairs = np.stack([a, b], axis=1)
-    if return_inverse:
-        u, inv = np.unique(pairs, axis=0, return_inverse=True)
-        return u, inv.reshape(-1)
-    return np.unique(pairs, axis=0)
+def _runs(groups, offsets, sizes, item_of_doc, fdoc, feat, n_feat):
+    """One sort of the (item, feature, doc) triples of all feature occurrences.
 
-
-def _count_pairs(a: np.ndarray, b: np.ndarray, n_b: int):
-    if (int(a.max(initial=0)) + 1) * n_b < 2**62:
-        key, cnt = np.unique(a * n_b + b, return_counts=True)
-        return key // n_b, key % n_b, cnt.astype(np.float64)
-    u, cnt = np.unique(np.stack([a, b], axis=1), axis=0, return_counts=True)
-    return u[:, 0], u[:, 1], cnt.astype(np.float64)
+    Returns, per distinct (doc, feature): the doc, the index of its (item,
+    feature) group (for the item sums S) and the term frequency.
+    """
+    item = item_of_doc[fdoc]
+    local = fdoc - offsets[:-1][item]            # doc index inside its item
+    n_local = int(sizes.max())
+    if len(groups) * n_feat * n_local < 2**62:   # pack the triple into one int64
+        key = np.sort((item * n_feat + feat) * n_local + local)
+        new = np.empty(key.size, dtype=bool)
+        new[0] = True
+        np.not_equal(key[1:], key[:-1], out=new[1:])
+        starts = np.flatnonzero(new)
+        ukey = key[starts]
+        gkey = ukey // n_local
+        udoc = offsets[:-1][gkey // n_feat] + ukey % n_local
+    else:  # huge vocabularies: sort the columns instead
+        order = np.lexsort((local, feat, item))
+        item, feat, local = item[order], feat[order], local[order]
+        new_group = np.r_[True, (item[1:] != item[:-1]) | (feat[1:] != feat[:-1])]
+        new = new_group | np.r_[True, local[1:] != local[:-1]]
+        starts = np.flatnonzero(new)
+        gkey = np.cumsum(new_group)[starts]
+        udoc = offsets[:-1][item[starts]] + local[starts]
+    tf = np.diff(np.append(starts, new.size)).astype(np.float64)
+    grp = np.cumsum(np.r_[True, gkey[1:] != gkey[:-1]]) - 1
+    return udoc, grp, tf
 
 
 def naive_lexical_mbr(texts: Sequence[str]) -> list[float]:
