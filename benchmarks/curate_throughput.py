@@ -105,7 +105,8 @@ def main() -> int:
     if ARGS.embedding_items > 0:
         from megatron_sicog.curation.scorers import EmbeddingScorer
 
-        scorer, load_s = timed(EmbeddingScorer, None, batch_size=ARGS.batch_size, device=ARGS.device)
+        scorer = EmbeddingScorer(None, batch_size=ARGS.batch_size, device=ARGS.device)
+        _, load_s = timed(lambda: scorer.model)
         m = min(ARGS.embedding_items, n)
         scorer.score(groups[:8])  # warm-up
         enc0 = scorer.texts_encoded

@@ -183,3 +183,15 @@ def test_minilm_through_curate(minilm, tmp_path):
 
     kept = [rec["conversations"][1]["value"] for _, rec in iter_records(tmp_path / "out.jsonl")]
     assert len(kept) == len(recs) and not set(kept) & set(OUTLIERS)
+
+
+def test_embedding_model_loads_only_when_captions_need_it(tmp_path):
+    from megatron_sicog.curation import curate
+    from megatron_sicog.io import write_jsonl_atomic
+
+    scorer = EmbeddingScorer(None)  # the packaged MiniLM path, not loaded yet
+    write_jsonl_atomic(tmp_path / "cot.jsonl", synthetic_records(20, 4, seed=0, task="reasoning"))
+    res = curate(tmp_path / "cot.jsonl", tmp_path / "out.jsonl", scorer=scorer, progress=False)
+    assert res.summary["kept"] == 20 and scorer._model is None
+    with pytest.raises(FileNotFoundError, match="embedding model not found"):
+        EmbeddingScorer(tmp_path / "no-model")

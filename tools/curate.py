@@ -10,6 +10,14 @@ preference pairs, an errors JSONL next to the output and a report folder
         --preference-output prefs.jsonl --report-dir report/ \\
         --scorer embedding --caption-threshold 0.8 --reasoning-threshold 0.5
 
+Scores: a caption item's score is the kept candidate's mean cosine similarity
+to the other candidates (minimum Bayes risk over the final CoD description); a
+reasoning item's score is the share of candidates (abstentions included) whose
+normalised final answer is the majority answer. An item is kept when its score
+is >= the threshold of its task (default 0: keep all). Lexical scores are
+lower than embedding scores for the same agreement: calibrate the caption
+threshold with the report's kept_vs_threshold.png.
+
 A thin CLI over `megatron_sicog.curation.curate`.
 """
 from __future__ import annotations
@@ -27,8 +35,7 @@ except ImportError:  # run from a checkout without the package installed
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--input", nargs="+", required=True, help="candidate files (JSONL or JSON list)")
     p.add_argument("--output", required=True, help="curated LLaVA records (JSONL)")
     p.add_argument("--preference-output", default=None, help="preference pairs (chosen / rejected), JSONL")
@@ -55,7 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.embedding_model and args.scorer != "embedding":
+        parser.error("--embedding-model needs --scorer embedding")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models are local: never reach for a hub
     from megatron_sicog.curation import curate
 

@@ -230,16 +230,24 @@ class EmbeddingScorer:
         self.batch_size = batch_size
         if model is None or isinstance(model, (str, os.PathLike)):
             path = str(model) if model is not None else default_embedding_model_path()
-            if os.path.isdir(path):
-                os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local model needs no hub
+            if not os.path.isdir(path):
+                raise FileNotFoundError(f"embedding model not found: {path} (expected a local "
+                                        "sentence-transformers folder with modules.json)")
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local model needs no hub
+            self.model_name, self._model = path, None  # loaded on first use
+        else:  # an already loaded SentenceTransformer (or anything with .encode)
+            self.model_name, self._model = type(model).__name__, model
+        self.device = device
+        self.texts_encoded = 0
+
+    @property
+    def model(self):
+        """The encoder, loaded on first use (a run with no captions never loads it)."""
+        if self._model is None:
             from sentence_transformers import SentenceTransformer
 
-            self.model_name = path
-            self.model = SentenceTransformer(path, device=device)
-        else:  # an already loaded SentenceTransformer (or anything with .encode)
-            self.model_name = type(model).__name__
-            self.model = model
-        self.texts_encoded = 0
+            self._model = SentenceTransformer(self.model_name, device=self.device)
+        return self._model
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         emb = self.model.encode(
@@ -256,10 +264,7 @@ class EmbeddingScorer:
         flat = [t for g in groups for t in g]
         index: dict[str, int] = {}
         inv = np.fromiter((index.setdefault(t, len(index)) for t in flat), dtype=np.int64, count=len(flat))
-        uniq = np.empty(len(index), dtype=object)
-        for t, k in index.items():
-            uniq[k] = t
-        E = self.embed(list(uniq))[inv].astype(np.float64)  # duplicates encoded once
+        E = self.embed(list(index))[inv].astype(np.float64)  # duplicates encoded once
         sizes = np.diff(offsets)
         S = np.add.reduceat(E, offsets[:-1][sizes > 0], axis=0)
         S_full = np.zeros((len(groups), E.shape[1]))
