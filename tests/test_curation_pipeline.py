@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from megatron_sicog.curation import curate
-from megatron_sicog.curation.pipeline import CurationConfig, Curator, Item, errors_path_for, pick_rejected
+from megatron_sicog.curation.pipeline import CurationConfig, Curator, errors_path_for, pick_rejected
 from megatron_sicog.curation.scorers import LexicalScorer
 from megatron_sicog.curation.synthetic import synthetic_records
 from megatron_sicog.io import iter_records, write_jsonl_atomic

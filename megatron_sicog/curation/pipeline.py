@@ -27,7 +27,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional, Sequence, Union
+from typing import Any, Iterator, Optional, Sequence, Union
 
 from megatron_sicog.curation.report import CurationStats, summary_dict, write_report
 from megatron_sicog.curation.scorers import LexicalScorer, Scorer, make_scorer
@@ -377,8 +377,8 @@ def curate(
 
     from tqdm import tqdm
 
-    total = _count_lines(paths) if progress is not False else None
-    bar = tqdm(total=total, unit="item", desc="curate", disable=(None if progress is None else not progress),
+    show = sys.stderr.isatty() if progress is None else bool(progress)
+    bar = tqdm(total=_count_lines(paths) if show else None, unit="item", desc="curate", disable=not show,
                file=sys.stderr, mininterval=0.5)
 
     with contextlib.ExitStack() as stack:
