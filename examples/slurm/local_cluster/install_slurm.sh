@@ -1,24 +1,30 @@
 #!/usr/bin/env bash
 # Install the SLURM and munge packages needed for a single-node local cluster
-# (Debian/Ubuntu, as root). Idempotent, quiet, and fast when already installed:
-# it exits 0 at once when every binary below is on PATH.
+# (Debian/Ubuntu, as root), plus shellcheck for the recipes' lint test.
+# Idempotent, quiet, and fast when already installed: it exits 0 at once when
+# dpkg lists every package as installed (or, without dpkg, every binary is on PATH).
 #
 # Environment:
-#   SLURM_PACKAGES  packages to install   (default: "slurmctld slurmd slurm-client munge")
+#   SLURM_PACKAGES  packages to install   (default: "slurmctld slurmd slurm-client munge shellcheck")
 #   APT_UPDATE      1 = run apt-get update first (default: 1)
 #
 # Exit status: 0 installed (or already there), 1 cannot install (not root, no
 # apt-get, or apt failed; the reason is printed on stderr).
 set -euo pipefail
 
-SLURM_PACKAGES=${SLURM_PACKAGES:-"slurmctld slurmd slurm-client munge"}
+SLURM_PACKAGES=${SLURM_PACKAGES:-"slurmctld slurmd slurm-client munge shellcheck"}
 APT_UPDATE=${APT_UPDATE:-1}
 
-need=(sbatch srun squeue scontrol scancel sinfo slurmctld slurmd munged munge unmunge)
 missing=()
-for b in "${need[@]}"; do
-  PATH="$PATH:/usr/sbin:/sbin" command -v "$b" >/dev/null 2>&1 || missing+=("$b")
-done
+if command -v dpkg-query >/dev/null 2>&1; then
+  for p in $SLURM_PACKAGES; do
+    [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = "install ok installed" ] || missing+=("$p")
+  done
+else
+  for b in sbatch srun squeue scontrol scancel sinfo slurmctld slurmd munged munge unmunge; do
+    PATH="$PATH:/usr/sbin:/sbin" command -v "$b" >/dev/null 2>&1 || missing+=("$b")
+  done
+fi
 [ "${#missing[@]}" -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ]; then
