@@ -6,6 +6,7 @@
 * `safetensors_io`: streaming readers and a size-capped shard writer.
 * `hf_import`: Hugging Face directory -> this project's checkpoint at any TP/PP.
 * `hf_export`: any TP/PP checkpoint -> ``LlavaForConditionalGeneration`` directory.
+* `bench_memory`: peak memory / wall time of one conversion (README figures).
 
 ``tools/convert_checkpoint.py`` is the command line.
 """
