@@ -93,10 +93,20 @@ class Trainer:
         return build_tokenizer(self.args.tokenizer_type, self.args.tokenizer_model)
 
     def _build_model_args(self) -> ModelArgs:
+        """The shape of the checkpoint we start from (resume or pretrained), else preset + flags."""
         a = self.args
         vocab = self.tokenizer.vocab_size if self.tokenizer else a.vocab_size
         img = self.tokenizer.image_token_id if self.tokenizer else None
-        m = model_args_from_flags(a, vocab_size=vocab, image_token_id=img)
+        source = a.load if a.load and ckpt.read_tracker(a.load) is not None else a.pretrained_checkpoint
+        if source:
+            m = ckpt.model_args_from_dict(ckpt.read_meta(source)["model_args"])
+            if vocab is not None and vocab > m.language.vocab_size:
+                raise ValueError(f"tokenizer has {vocab} tokens but the checkpoint {source} was built for "
+                                 f"{m.language.vocab_size}")
+            if img is not None and img != m.image_token_id:
+                raise ValueError(f"tokenizer's <image> id {img} differs from the checkpoint's {m.image_token_id}")
+        else:
+            m = model_args_from_flags(a, vocab_size=vocab, image_token_id=img)
         validate(m, a.tensor_model_parallel_size, a.pipeline_model_parallel_size)
         return m
 
