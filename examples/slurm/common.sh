@@ -22,6 +22,18 @@ if [ -z "${PYTHON:-}" ]; then
   if [ -x "$SICOG_ROOT/.venv/bin/python" ]; then PYTHON="$SICOG_ROOT/.venv/bin/python"; else PYTHON=python3; fi
 fi
 
+# sicog_torchrun: sets the array TORCHRUN_CMD from TORCHRUN (word-split), else
+# torchrun next to PYTHON, else torchrun on PATH, else "PYTHON -m torch.distributed.run".
+sicog_torchrun() {
+  if [ -z "${TORCHRUN:-}" ]; then
+    if [ -x "$(dirname "$PYTHON")/torchrun" ]; then TORCHRUN="$(dirname "$PYTHON")/torchrun"
+    elif command -v torchrun >/dev/null 2>&1; then TORCHRUN=torchrun
+    else TORCHRUN="$PYTHON -m torch.distributed.run"; fi
+  fi
+  # shellcheck disable=SC2034  # used by the recipe that calls this
+  read -r -a TORCHRUN_CMD <<<"$TORCHRUN"
+}
+
 # sicog_show_cmd ARGS...: one "SICOG_CMD:" line, arguments quoted so that the
 # line can be pasted back into a shell.
 sicog_show_cmd() {
