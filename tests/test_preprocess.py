@@ -237,8 +237,8 @@ def test_sigterm_leaves_nothing(sp_model, tmp_path):
         time.sleep(0.05)
     assert proc.poll() is None, "run finished before it could be interrupted"
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err.decode()[-2000:]
+    out_text, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, (proc.returncode, out_text.decode()[-1000:], err.decode()[-2000:])
     assert list(out.iterdir()) == []
 
 

@@ -46,6 +46,7 @@ from megatron_sicog.data.chat_template import TEMPLATES  # noqa: E402
 from megatron_sicog.data.preprocess import (  # noqa: E402
     ConvertConfig,
     convert_chunk,
+    init_pool_worker,
     init_worker,
     input_chunks,
     prepare,
@@ -105,7 +106,7 @@ def _ordered_results(tasks, workers: int, cfg: ConvertConfig):
             yield convert_chunk(t)
         return
     ctx = multiprocessing.get_context("fork")
-    with ctx.Pool(workers, initializer=init_worker, initargs=(cfg,)) as pool:
+    with ctx.Pool(workers, initializer=init_pool_worker, initargs=(cfg,)) as pool:
         pending: collections.deque = collections.deque()
         for t in tasks:
             pending.append(pool.apply_async(convert_chunk, (t,)))
@@ -115,12 +116,18 @@ def _ordered_results(tasks, workers: int, cfg: ConvertConfig):
             yield pending.popleft().get()
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (e.g. a SLURM time limit), handled like Ctrl-C: clean up, write nothing."""
+
+
 def _raise_on_term(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
+    raise Terminated(f"signal {signum}")
 
 
 def run(args: argparse.Namespace) -> dict:
     from tqdm import tqdm
+
+    import megatron.core.datasets.indexed_dataset  # noqa: F401 - import (seconds) before the clock starts
 
     from megatron_sicog.data.indexed import SampleWriter
 
@@ -189,9 +196,9 @@ def main(argv=None) -> int:
     except PreprocessError as e:
         print(f"error: {e}; no output written", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("interrupted; no output written", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        print("terminated" if isinstance(e, Terminated) else "interrupted", "; no output written", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
     print(summary_line(stats, args.output_prefix))
     return 0
 

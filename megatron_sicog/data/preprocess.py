@@ -23,6 +23,7 @@ decides whether to skip or stop.
 from __future__ import annotations
 
 import os
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional, Union
@@ -91,9 +92,16 @@ def prepare(cfg: ConvertConfig) -> ConvertConfig:
 
 
 def init_worker(cfg: ConvertConfig) -> None:
-    """Pool initializer: one tokenizer per worker process."""
+    """One tokenizer per worker (reused when forked from `prepare`'s process)."""
     if _WORKER.get("cfg") is not cfg:
         _WORKER.update(cfg=cfg, tok=build_tokenizer(cfg.tokenizer_type, cfg.tokenizer_model))
+
+
+def init_pool_worker(cfg: ConvertConfig) -> None:
+    """Pool initializer: signals are the main process's job (it cleans up and stops the pool)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    init_worker(cfg)
 
 
 def _load_image_bytes(cfg: ConvertConfig, rel: str) -> bytes:
@@ -196,7 +204,9 @@ def convert_chunk(task: tuple) -> ChunkResult:
 
     encoded = encode_plans_spans(tok, plans) if plans else []
     image_id = None
-    arrays, lengths, modes, per_doc = [], [], [], []
+    # token and span numbers go into one Python list, turned into an array once
+    # per run of text items (only images break the run): few numpy calls per chunk
+    arrays, ints, lengths, modes, per_doc = [], [], [], [], []
     tokens = n_images = truncated = 0
     dtype = cfg.dtype
     for (ids, spans), (line, rid, images) in zip(encoded, meta):
@@ -208,18 +218,24 @@ def convert_chunk(task: tuple) -> ChunkResult:
             errors.append({"file": path, "line": line, "id": rid, "reason": str(e)})
             continue
         truncated += cut
-        arrays.append(np.array(ids, dtype=dtype))
-        arrays.append(np.array(spans, dtype=dtype).reshape(-1))
-        lengths += [len(ids), 2 * len(spans)]
-        modes += [MODE_TEXT, MODE_TEXT]
-        for b in images:
-            packed = pack_bytes(b, dtype)
-            arrays.append(packed)
-            lengths.append(packed.size)
-            modes.append(MODE_IMAGE)
+        ints += ids
+        for s, e in spans:
+            ints += (s, e)
+        lengths += (len(ids), 2 * len(spans))
+        modes += (MODE_TEXT, MODE_TEXT)
+        if images:
+            arrays.append(np.array(ints, dtype=dtype))
+            ints = []
+            for b in images:
+                packed = pack_bytes(b, dtype)
+                arrays.append(packed)
+                lengths.append(packed.size)
+                modes.append(MODE_IMAGE)
         per_doc.append(2 + len(images))
         tokens += len(ids)
         n_images += len(images)
+    if ints:
+        arrays.append(np.array(ints, dtype=dtype))
     errors.sort(key=lambda e: e["line"])
     flat = np.concatenate(arrays) if arrays else np.zeros(0, dtype=dtype)
     return ChunkResult(flat, np.asarray(lengths, dtype=np.int64), np.asarray(modes, dtype=np.int8),

@@ -1,0 +1,215 @@
+#!/usr/bin/env python
+"""Converter throughput: this project's tools/preprocess_data.py vs Megatron-LM's, same run.
+
+Generates a seeded text corpus (``{"text": ...}`` per line, ~--doc-bytes each),
+trains a SentencePiece BPE (and, with ``--hf``, a byte-level BPE HF fast
+tokenizer) on part of it, then for each tokenizer measures in one run:
+
+* tokenizer only: one process batch-encoding all texts (1 thread, and the
+  library's default threading), no I/O;
+* ours: ``tools/preprocess_data.py --workers W`` (its own summary: seconds from
+  start of work incl. tokenizer load, pool start and finalize; imports excluded);
+* Megatron-LM: ``tools/preprocess_data.py --json-keys text --append-eod
+  --workers W`` from the checkout given by ``--megatron-lm`` (its own last
+  "Processed N documents (X docs/s" line: excludes start-up and finalize),
+  run with ``--megatron-python`` (a venv with six/triton; see README of issue 4).
+
+Both tools write the same tokens (checked: equal token counts). Wall-clock
+times of both whole processes are printed too. ``--profile`` adds a cProfile
+of one worker's conversion of 5,000 documents. The last line is
+``ratio: R`` = ours docs/s / Megatron-LM docs/s (SentencePiece, same workers).
+"""
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import os
+import pstats
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def make_corpus(path: Path, n_docs: int, doc_bytes: int, seed: int) -> list[str]:
+    """Zipf-distributed pseudo-words (2-4 syllables) in sentences; seeded."""
+    rng = np.random.default_rng(seed)
+    syll = [c + v for c in "bcdfghjklmnprstvwz" for v in "aeiou"] + ["th", "sh", "ch", "qu", "ing", "er"]
+    vocab = sorted({"".join(rng.choice(syll, size=int(rng.integers(1, 4)))) for _ in range(20000)})
+    probs = 1.0 / np.arange(1, len(vocab) + 1) ** 1.1
+    probs /= probs.sum()
+    words_per_doc = max(1, doc_bytes // 6)
+    texts = []
+    all_ids = rng.choice(len(vocab), size=(n_docs, words_per_doc), p=probs)
+    with open(path, "w") as f:
+        for row in all_ids:
+            words = [vocab[i] for i in row]
+            for j in range(0, len(words), 12):
+                words[j] = words[j].capitalize()
+                if j:
+                    words[j - 1] += "."
+            if rng.random() < 0.5:
+                words.insert(len(words) // 2, str(int(rng.integers(0, 10000))))
+            text = " ".join(words) + "."
+            texts.append(text)
+            f.write(json.dumps({"id": len(texts), "text": text}) + "\n")
+    return texts
+
+
+def tokenizer_only(kind: str, model: str, texts: list[str]) -> dict:
+    from megatron_sicog.data.tokenizer import build_tokenizer
+
+    tok = build_tokenizer("SentencePieceTokenizer" if kind == "sp" else "HuggingFaceTokenizer", model)
+    out = {}
+    for label, threads in (("1 thread", 1), ("default threads", None)):
+        t0 = time.perf_counter()
+        if kind == "sp":
+            ids = tok.sp.encode(texts, num_threads=threads if threads else -1)
+        else:  # encode_batch runs on Rust threads unless TOKENIZERS_PARALLELISM=false
+            os.environ["TOKENIZERS_PARALLELISM"] = "false" if threads else "true"
+            ids = [e.ids for e in tok.tok.encode_batch(texts, add_special_tokens=False)]
+        dt = time.perf_counter() - t0
+        out[label] = {"docs_s": len(texts) / dt, "tokens_s": sum(map(len, ids)) / dt, "tokens": sum(map(len, ids))}
+    return out
+
+
+def run_ours(kind: str, model: str, corpus: Path, prefix: Path, workers: int) -> dict:
+    cmd = [sys.executable, str(ROOT / "tools/preprocess_data.py"), "--input", str(corpus),
+           "--tokenizer-type", "SentencePieceTokenizer" if kind == "sp" else "HuggingFaceTokenizer",
+           "--tokenizer-model", model, "--output-prefix", str(prefix), "--workers", str(workers),
+           "--no-progress", "--log-interval", "0"]
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if p.returncode:
+        raise RuntimeError(f"ours failed:\n{p.stderr[-3000:]}")
+    line = [x for x in p.stdout.splitlines() if x.startswith("preprocess_data:")][-1]
+    docs = int(re.search(r"written (\d+)", line).group(1))
+    tokens = int(re.search(r"tokens (\d+)", line).group(1))
+    secs = float(re.search(r"MB written, ([\d.]+) s", line).group(1))
+    return {"docs_s": docs / secs, "tokens_s": tokens / secs, "tokens": tokens, "wall": wall, "docs": docs}
+
+
+def run_megatron(kind: str, model: str, corpus: Path, prefix: Path, workers: int, mlm: Path,
+                 python: str, n_docs: int) -> dict:
+    cmd = [python, str(mlm / "tools/preprocess_data.py"), "--input", str(corpus), "--json-keys", "text",
+           "--tokenizer-type", "SentencePieceTokenizer" if kind == "sp" else "HuggingFaceTokenizer",
+           "--tokenizer-model", model, "--append-eod", "--output-prefix", str(prefix),
+           "--workers", str(workers), "--log-interval", str(n_docs)]
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=str(mlm))
+    wall = time.perf_counter() - t0
+    if p.returncode:
+        raise RuntimeError(f"Megatron-LM failed:\n{p.stderr[-3000:]}")
+    m = re.findall(r"Processed (\d+) documents \(([\d.]+) docs/s", p.stderr)
+    docs, rate = int(m[-1][0]), float(m[-1][1])
+    nbytes = os.path.getsize(f"{prefix}_text_document.bin")
+    tokens = nbytes // (2 if kind == "sp" or nbytes < 2**31 else 4)  # uint16 for vocab < 65500
+    return {"docs_s": rate, "tokens_s": rate * tokens / docs, "tokens": tokens, "wall": wall, "docs": docs}
+
+
+def profile(kind: str, model: str, corpus: Path, n: int = 5000) -> str:
+    from megatron_sicog.data.preprocess import ConvertConfig, convert_chunk, input_chunks, prepare
+
+    cfg = prepare(ConvertConfig("SentencePieceTokenizer" if kind == "sp" else "HuggingFaceTokenizer", model))
+    chunks = []
+    for c in input_chunks(corpus, 512):
+        chunks.append(c)
+        if len(chunks) * 512 >= n:
+            break
+    prof = cProfile.Profile()
+    prof.enable()
+    for c in chunks:
+        convert_chunk(c)
+    prof.disable()
+    s = io.StringIO()
+    pstats.Stats(prof, stream=s).sort_stats("tottime").print_stats(8)
+    return "\n".join(line for line in s.getvalue().splitlines() if line.strip())[:3000]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--megatron-lm", default="/tmp/megatron-lm", help="Megatron-LM checkout (core_v0.16.1)")
+    ap.add_argument("--megatron-python", default="/tmp/mlm-venv/bin/python",
+                    help="python that can run Megatron-LM's tool (needs six, triton)")
+    ap.add_argument("--docs", type=int, default=50000)
+    ap.add_argument("--doc-bytes", type=int, default=1400)
+    ap.add_argument("--vocab-size", type=int, default=8000)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--hf", action="store_true", help="also a HuggingFace fast tokenizer")
+    ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--repeat", type=int, default=2, help="interleaved repeats; best of each is reported")
+    ap.add_argument("--work-dir", default="/tmp/preprocess_bench")
+    args = ap.parse_args()
+
+    from megatron_sicog.data.toy import make_hf_tokenizer
+    from megatron_sicog.data.tokenizer import train_sentencepiece
+
+    work = Path(args.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    corpus = work / "corpus.jsonl"
+    t0 = time.time()
+    texts = make_corpus(corpus, args.docs, args.doc_bytes, args.seed)
+    print(f"corpus: {len(texts)} docs, {corpus.stat().st_size / 1e6:.1f} MB ({time.time() - t0:.1f} s)")
+    train_texts = texts[: min(len(texts), 10000)]
+    models = {"sp": str(train_sentencepiece(train_texts, work / "sp8k", args.vocab_size))}
+    if args.hf:
+        models["hf"] = str(make_hf_tokenizer(train_texts, work / "hf8k", args.vocab_size))
+    mlm = Path(args.megatron_lm)
+    have_peer = (mlm / "tools/preprocess_data.py").is_file() and Path(args.megatron_python).exists()
+    if not have_peer:
+        print(f"Megatron-LM not found at {mlm} (or no {args.megatron_python}): peer skipped")
+
+    ratio = None
+    for kind, model in models.items():
+        print(f"\n== {kind}: {model} (workers {args.workers}) ==")
+        # interleaved repeats, best of each: the machine may be shared, and load comes and goes
+        best: dict = {}
+        for rep in range(args.repeat):
+            runs = {"tok": lambda: tokenizer_only(kind, model, texts),
+                    "ours": lambda: run_ours(kind, model, corpus, work / f"ours_{kind}", args.workers)}
+            if have_peer:
+                runs["peer"] = lambda: run_megatron(kind, model, corpus, work / f"mlm_{kind}", args.workers, mlm,
+                                                    args.megatron_python, args.docs)
+            for name, fn in runs.items():
+                r = fn()
+                if name == "tok":
+                    for label, v in r.items():
+                        if v["docs_s"] > best.get(label, {"docs_s": 0})["docs_s"]:
+                            best[label] = v
+                elif r["docs_s"] > best.get(name, {"docs_s": 0})["docs_s"]:
+                    best[name] = r
+                print(f"  repeat {rep + 1}: {name} done", flush=True)
+        tok, ours = {k: best[k] for k in ("1 thread", "default threads")}, best["ours"]
+        for label, r in tok.items():
+            print(f"tokenizer only ({label}, 1 process): {r['docs_s']:,.0f} docs/s, {r['tokens_s']:,.0f} tokens/s")
+        print(f"ours:        {ours['docs_s']:,.0f} docs/s, {ours['tokens_s']:,.0f} tokens/s "
+              f"(wall {ours['wall']:.1f} s incl. start-up)")
+        print(f"ours / tokenizer-only (1 thread): {ours['docs_s'] / tok['1 thread']['docs_s']:.2f}; "
+              f"(default threads): {ours['docs_s'] / tok['default threads']['docs_s']:.2f}")
+        if have_peer:
+            peer = best["peer"]
+            print(f"Megatron-LM: {peer['docs_s']:,.0f} docs/s, {peer['tokens_s']:,.0f} tokens/s "
+                  f"(wall {peer['wall']:.1f} s incl. start-up)")
+            same = "equal" if peer["tokens"] == ours["tokens"] else f"DIFFER ({ours['tokens']} vs {peer['tokens']})"
+            print(f"token counts ours vs Megatron-LM: {same}")
+            r = ours["docs_s"] / peer["docs_s"]
+            print(f"ours / Megatron-LM ({kind}): {r:.2f}x docs/s")
+            if kind == "sp":
+                ratio = r
+        if args.profile:
+            print(f"\nprofile of one worker converting 5,000 docs ({kind}), by own time:\n{profile(kind, model, corpus)}")
+    print(f"ratio: {ratio:.2f}" if ratio is not None else "ratio: nan")
+
+
+if __name__ == "__main__":
+    main()
