@@ -72,3 +72,27 @@ def test_greedy_is_argmax_and_params_validate():
     for bad in (dict(temperature=-1.0), dict(top_p=0.0), dict(top_p=1.5), dict(top_k=-2)):
         with pytest.raises(ValueError):
             SamplingParams(**bad)
+
+
+@pytest.mark.parametrize("top_k,top_p", [(0, 0.9), (20, 1.0), (20, 0.7), (0, 0.3)])
+def test_sample_then_check_equals_filter_then_sample(top_k, top_p):
+    """The fast path (filter only the winner) draws exactly what filtering everything first draws."""
+    from megatron_sicog.generation.sampling import kept
+
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(64, 200, generator=g) * 2.0
+    logits[:8, :5] = 4.0  # ties at the top
+    sp = SamplingParams(0.8, top_p, top_k)
+    seeds = list(range(64))
+    fast = RowSampler(sp, seeds)(logits)
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    scaled = logits / 0.8
+    u = torch.stack([torch.rand(200, generator=gg) for gg in gens])
+    gumbel = -torch.log(-torch.log(u.clamp(min=1e-20, max=1.0 - 1e-7)))
+    slow = (filter_logits(scaled, top_k, top_p) + gumbel).argmax(-1)
+    assert torch.equal(fast, slow)
+    # `kept` agrees with filter_logits on every token
+    filt = filter_logits(scaled, top_k, top_p)
+    for tok in range(0, 200, 7):
+        t = torch.full((64,), tok)
+        assert torch.equal(kept(scaled, t, top_k, top_p), torch.isfinite(filt[:, tok]))

@@ -28,11 +28,13 @@ that the engine's greedy tokens equal it.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
+from megatron.core import parallel_state
 from megatron.core.models.common.embeddings.rope_utils import _rotate_half
 
 from megatron_sicog.generation.kv_cache import KVCache
@@ -98,6 +100,7 @@ class Engine:
             raise ValueError(f"pad id {pad_id} is the image token id; pick another pad id")
         self.pad_id = pad_id
         self.compact_fraction = compact_fraction
+        self.tp_size = parallel_state.get_tensor_model_parallel_world_size()
         attn = self.layers[0].self_attention
         self.groups = attn.num_query_groups_per_partition
         self.head_dim = attn.hidden_size_per_attention_head
@@ -112,11 +115,28 @@ class Engine:
         self.cos = torch.cos(freqs).to(self.dtype)
         self.sin = torch.sin(freqs).to(self.dtype)
         self.rotary_interleaved = self.config.rotary_interleaved
+        # rotate_half(t) * sin == roll(t, d/2) * [-sin | sin] for the non-interleaved layout: 4 ops, not 6
+        half = self.sin.shape[-1] // 2
+        self.sin_signed = torch.cat([-self.sin[:, :half], self.sin[:, half:]], dim=-1)
+        self.roll_rope = not self.rotary_interleaved and self.sin.shape[-1] == self.head_dim
         out_w = self.lm.shared_embedding_or_output_weight() if self.lm.share_embeddings_and_output_weights else None
         self._output_weight = out_w
 
     # -- model pieces ----------------------------------------------------------
+    def _no_dispatch(self):
+        """Torch-function dispatch off for the LM layers at TP=1.
+
+        Nothing there allocates on a device other than the model's, so an active
+        TorchFunctionMode (the runtime's CPU emulation) is pure per-op overhead
+        (~10% of a decode step). The vision encoder (megatron's attention buffer)
+        and TP>1 gathers allocate on "the current CUDA device" and keep it.
+        """
+        return torch._C.DisableTorchFunction() if self.tp_size == 1 else contextlib.nullcontext()
+
     def _rope(self, t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """Megatron's RoPE formula (t * cos + rotate_half(t) * sin) at per-row positions."""
+        if self.roll_rope:  # sin is the signed table here
+            return t * cos + t.roll(t.shape[-1] // 2, dims=-1) * sin
         rot = cos.shape[-1]
         if rot == t.shape[-1]:
             return t * cos + _rotate_half(t, self.rotary_interleaved) * sin
@@ -126,9 +146,13 @@ class Engine:
     def _layers(self, hidden: torch.Tensor, positions: torch.Tensor, cache: KVCache,
                 attn_mask: Optional[torch.Tensor], is_causal: bool) -> torch.Tensor:
         """hidden [s, r, h] at `positions` [r, s]; appends to `cache`; returns final hidden [s, r, h]."""
+        with self._no_dispatch():
+            return self._layers_impl(hidden, positions, cache, attn_mask, is_causal)
+
+    def _layers_impl(self, hidden, positions, cache, attn_mask, is_causal):
         s = hidden.shape[0]
         cos = self.cos[positions].transpose(0, 1).unsqueeze(2)  # [s, r, 1, d]
-        sin = self.sin[positions].transpose(0, 1).unsqueeze(2)
+        sin = (self.sin_signed if self.roll_rope else self.sin)[positions].transpose(0, 1).unsqueeze(2)
         upto = cache.length + s
         for i, layer in enumerate(self.layers):
             attn = layer.self_attention
@@ -191,22 +215,25 @@ class Engine:
             mask, causal = mask[:, None], False
         hidden = self._layers(hidden, positions, cache, mask, causal)
         cache.mark(valid)
-        return cache, self._logits(hidden[-1:]), lengths
+        with self._no_dispatch():
+            return cache, self._logits(hidden[-1:]), lengths
 
     def decode_step(self, tokens: torch.Tensor, positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """tokens [r] at positions [r] -> logits [r, V]; appends one slot to the cache."""
+        with self._no_dispatch():
+            return self._decode_step(tokens, positions, cache)
+
+    def _decode_step(self, tokens: torch.Tensor, positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
         hidden = self.lm.embedding(input_ids=tokens[:, None], position_ids=positions[:, None])  # [1, r, h]
         mask = None
-        if cache.any_padding:
-            mask = torch.cat([cache.valid[:, : cache.length],
-                              torch.ones(cache.rows, 1, dtype=torch.bool, device=self.device)], dim=1)
-            mask = mask[:, None, None, :]
-        hidden = self._layers(hidden, positions[:, None], cache, mask, False)
+        if cache.any_padding:  # additive mask, built once per step for all layers
+            mask = torch.zeros(cache.rows, 1, 1, cache.length + 1, dtype=self.dtype, device=self.device)
+            mask[:, 0, 0, : cache.length].masked_fill_(~cache.valid[:, : cache.length], float("-inf"))
+        hidden = self._layers_impl(hidden, positions[:, None], cache, mask, False)
         cache.mark(torch.ones(cache.rows, 1, dtype=torch.bool, device=self.device))
         return self._logits(hidden)
 
     # -- the loop ----------------------------------------------------------------
-    @torch.inference_mode()
     def generate(self, prompts: Sequence[Prompt], sampling: SamplingParams = GREEDY, num_candidates: int = 1,
                  max_new_tokens: int = 256, stop_token_ids: Sequence[int] = (), seed: int = 0,
                  share_greedy: bool = True, min_new_tokens: int = 0) -> Generation:
@@ -216,6 +243,12 @@ class Engine:
             raise ValueError(f"num_candidates must be >= 1, got {num_candidates}")
         if not prompts:
             return Generation([], [], [])
+        with torch.inference_mode():
+            return self._generate(prompts, sampling, num_candidates, max_new_tokens, stop_token_ids, seed,
+                                  share_greedy, min_new_tokens)
+
+    def _generate(self, prompts, sampling, num_candidates, max_new_tokens, stop_token_ids, seed, share_greedy,
+                  min_new_tokens) -> Generation:
         n_rows_per = 1 if (sampling.greedy and share_greedy) else num_candidates
         B = len(prompts)
         longest = max(len(expand_prompt(p.tokens, self.image_token_id, self.num_image_tokens)) for p in prompts)
@@ -227,31 +260,32 @@ class Engine:
         R = B * n_rows_per
         seeds = None if sampling.greedy else [row_seed(seed, p.key, j) for p in prompts for j in range(n_rows_per)]
         sampler = RowSampler(sampling, seeds)
-        stop = torch.tensor(sorted(set(int(t) for t in stop_token_ids)) or [-1], dtype=torch.long)
+        stop_set = set(int(t) for t in stop_token_ids)
+        stop_idx = torch.tensor(sorted(stop_set), dtype=torch.long, device=self.device)
         lens = torch.tensor(lengths, dtype=torch.long).repeat_interleave(n_rows_per)
-        limit = torch.clamp(self.context_length - lens, max=max_new_tokens)  # new tokens allowed per row
+        limit = torch.clamp(self.context_length - lens, max=max_new_tokens).tolist()  # new tokens per row
         rows = list(range(R))  # original row of each active row
         outputs: list[list[int]] = [[] for _ in range(R)]
         finish = ["length"] * R
-        done = torch.zeros(R, dtype=torch.bool)
-        positions = lens.clone().to(self.device)
+        done = [False] * R  # per active row
+        positions = lens.to(self.device)
         step = 0
         while True:
-            if min_new_tokens and step < min_new_tokens:
-                logits[:, stop[stop >= 0]] = float("-inf")
-            tok = sampler(logits).cpu()
-            is_stop = torch.isin(tok, stop)
-            for j, r in enumerate(rows):
+            if step < min_new_tokens and stop_set:
+                logits[:, stop_idx] = float("-inf")
+            tok = sampler(logits)
+            for j, (r, t) in enumerate(zip(rows, tok.tolist())):
                 if done[j]:
                     continue
-                if is_stop[j]:
+                if t in stop_set:
                     done[j], finish[r] = True, "stop"
                     continue
-                outputs[r].append(int(tok[j]))
-                if len(outputs[r]) >= int(limit[r]):
+                out = outputs[r]
+                out.append(t)
+                if len(out) >= limit[r]:
                     done[j] = True
             step += 1
-            n_done = int(done.sum())
+            n_done = sum(done)
             if n_done == len(rows):
                 break
             if n_done and n_done >= self.compact_fraction * len(rows):
@@ -259,9 +293,9 @@ class Engine:
                 cache.select(keep)
                 sampler.select(keep)
                 rows = [rows[j] for j in keep]
-                idx = torch.tensor(keep, dtype=torch.long)
-                tok, positions, done = tok[idx], positions[idx.to(self.device)], done[idx]
-            logits = self.decode_step(tok.to(self.device), positions, cache)
+                idx = torch.tensor(keep, dtype=torch.long, device=self.device)
+                tok, positions, done = tok[idx], positions[idx], [False] * len(keep)
+            logits = self.decode_step(tok, positions, cache)
             # finished rows still in the batch may run past the context: keep their index valid
             positions = (positions + 1).clamp_(max=self.context_length - 1)
         tokens, fin = [], []

@@ -15,6 +15,15 @@ a ``torch.Generator`` seeded from (seed, prompt key, candidate index), and
 of the filtered softmax. A row's tokens therefore depend only on its own seed
 and logits -- not on which other prompts share its batch, the batch size, the
 shard, or a resume -- so a fixed ``--seed`` reproduces every candidate.
+
+Sample first, filter only when needed: if the argmax over *all* tokens is a
+kept token, it is also the argmax over the kept tokens (same noise), so the
+filter is only evaluated for that one token per row -- O(vocab) compares
+instead of a vocab sort. Only rows whose unfiltered winner is excluded (about
+1 - top_p of them) go through the sorting `filter_logits`. Both paths keep
+exactly the same set: ties at the cut are kept (top-k keeps every token equal
+to the k-th logit; top-p keeps token i iff the mass of strictly more likely
+tokens is below top_p).
 """
 from __future__ import annotations
 
@@ -61,14 +70,34 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
         kth = torch.topk(out, top_k, dim=-1).values[..., -1:]
         out.masked_fill_(out < kth, float("-inf"))
     if top_p < 1.0:
-        sorted_logits, order = torch.sort(out, dim=-1, descending=True)
-        probs = torch.softmax(sorted_logits, dim=-1)
-        before = torch.cumsum(probs, dim=-1) - probs  # mass of strictly more likely tokens
-        drop_sorted = before >= top_p
-        drop_sorted[..., 0] = False  # always keep the most likely token
-        drop = torch.zeros_like(drop_sorted).scatter_(-1, order, drop_sorted)
-        out.masked_fill_(drop, float("-inf"))
+        probs = torch.softmax(out, dim=-1)
+        sorted_probs = torch.sort(probs, dim=-1, descending=True).values
+        before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs  # mass of more likely tokens
+        keep_sorted = before < top_p
+        keep_sorted[..., 0] = True  # always keep the most likely token
+        # the least likely kept probability; ties with it are kept too
+        cut = sorted_probs.masked_fill(~keep_sorted, float("inf")).min(dim=-1, keepdim=True).values
+        out.masked_fill_(probs < cut, float("-inf"))
     return out
+
+
+def kept(logits: torch.Tensor, tokens: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """Whether `tokens` [r] survive `filter_logits(logits, top_k, top_p)`, in O(r * vocab) without sorting."""
+    ok = torch.ones(tokens.shape[0], dtype=torch.bool, device=logits.device)
+    chosen = logits.gather(-1, tokens[:, None])  # [r, 1]
+    higher = logits > chosen
+    v = logits.shape[-1]
+    if top_k and top_k < v:
+        ok &= higher.sum(-1) < top_k
+    if top_p < 1.0:
+        probs = torch.softmax(logits, dim=-1)
+        if top_k and top_k < v:
+            kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+            probs = probs * (logits >= kth)
+            probs = probs / probs.sum(-1, keepdim=True)
+        mass_above = (probs * higher).sum(-1)
+        ok &= (mass_above < top_p) | ~higher.any(-1)
+    return ok
 
 
 class RowSampler:
@@ -96,8 +125,14 @@ class RowSampler:
             return logits.argmax(dim=-1)
         if len(self.generators) != logits.shape[0]:
             raise ValueError(f"{logits.shape[0]} rows but {len(self.generators)} generators")
-        scaled = filter_logits(logits.float() / p.temperature, p.top_k, p.top_p)
+        scaled = logits.float() / p.temperature
         v = scaled.shape[-1]
-        u = torch.stack([torch.rand(v, generator=g) for g in self.generators])
+        u = torch.stack([torch.rand(v, generator=g) for g in self.generators]).to(scaled.device)
         gumbel = -torch.log(-torch.log(u.clamp_(min=1e-20, max=1.0 - 1e-7)))
-        return (scaled + gumbel.to(scaled.device)).argmax(dim=-1)
+        tokens = (scaled + gumbel).argmax(dim=-1)
+        if p.top_k or p.top_p < 1.0:
+            bad = (~kept(scaled, tokens, p.top_k, p.top_p)).nonzero().flatten()
+            if bad.numel():  # the unfiltered winner is excluded: redo these rows on the filtered logits
+                filtered = filter_logits(scaled[bad], p.top_k, p.top_p)
+                tokens[bad] = (filtered + gumbel[bad]).argmax(dim=-1)
+        return tokens

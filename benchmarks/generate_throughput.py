@@ -1,0 +1,132 @@
+"""Generation throughput: this project's KV-cache engine vs Hugging Face ``generate``.
+
+Both sides get the same tiny model shape (preset ``tiny``: a Qwen2-style LM +
+CLIP-style ViT, as ``LlavaForConditionalGeneration`` on the HF side), the same
+prompts (one image each, different lengths, left-padded in one batch), the
+same number of candidates N (HF: ``num_return_sequences=N``, KV cache on) and
+exactly the same number of new tokens (``min_new_tokens == max_new_tokens``,
+no EOS), sampling at temperature 0.7 / top-p 0.9. Weights are random (the
+speed does not depend on them). Each side runs once to warm up, then the two
+sides alternate ``--repeats`` times (so a busy machine slows both alike); the
+median wall time of each side gives tokens/s (prompts x N x new tokens /
+seconds). CPU time per run is printed too (on a shared machine it is the
+steadier figure).
+
+Prints one line per side and ends with exactly one line ``ratio: R``
+(ours / Hugging Face).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+
+def hf_llava_like(m):
+    """A random-weight HF LlavaForConditionalGeneration with the shapes of ModelArgs `m`."""
+    from transformers import (CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration,
+                              Qwen2Config)
+
+    lm, vis = m.language, m.vision
+    text_cls = Qwen2Config if lm.family == "qwen2" else LlamaConfig
+    tc = text_cls(hidden_size=lm.hidden_size, num_hidden_layers=lm.num_layers,
+                  num_attention_heads=lm.num_attention_heads, num_key_value_heads=lm.num_query_groups,
+                  intermediate_size=lm.ffn_hidden_size, vocab_size=lm.vocab_size,
+                  max_position_embeddings=lm.max_position_embeddings, rope_theta=lm.rotary_base,
+                  rms_norm_eps=lm.norm_epsilon, tie_word_embeddings=not lm.untie_embeddings_and_output_weights)
+    vc = CLIPVisionConfig(image_size=vis.image_size, patch_size=vis.patch_size, hidden_size=vis.hidden_size,
+                          num_hidden_layers=vis.num_layers, num_attention_heads=vis.num_attention_heads,
+                          intermediate_size=vis.ffn_hidden_size, hidden_act=vis.activation,
+                          layer_norm_eps=vis.layernorm_epsilon)
+    cfg = LlavaConfig(text_config=tc, vision_config=vc, image_token_index=m.image_token_id,
+                      vision_feature_layer=vis.feature_layer, vision_feature_select_strategy="default",
+                      projector_hidden_act="gelu")
+    return LlavaForConditionalGeneration(cfg).eval()
+
+
+def main(argv=None) -> float:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--num-prompts", type=int, default=8)
+    p.add_argument("--num-candidates", type=int, default=6)
+    p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 2)))
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+
+    from megatron_sicog import runtime
+    from megatron_sicog.generation.engine import Engine, Prompt
+    from megatron_sicog.generation.sampling import SamplingParams
+    from megatron_sicog.model.llava import build_model
+    from megatron_sicog.model.presets import PRESETS
+
+    runtime.init_distributed(1, 1, seed=a.seed)
+    margs = PRESETS["tiny"]
+    ours = build_model(margs).eval()
+    hf = hf_llava_like(margs)
+    P = margs.vision.num_patches
+    g = torch.Generator().manual_seed(a.seed)
+    texts = [torch.randint(10, margs.language.vocab_size, (20 + 7 * i,), generator=g).tolist()
+             for i in range(a.num_prompts)]
+    images = torch.randn(a.num_prompts, 3, margs.vision.image_size, margs.vision.image_size, generator=g)
+    prompts = [Prompt([t[0], margs.image_token_id] + t[1:], images[i:i + 1], key=str(i)) for i, t in enumerate(texts)]
+    # HF: image tokens already expanded, left padding
+    hf_rows = [[t[0]] + [margs.image_token_id] * P + t[1:] for t in texts]
+    S = max(map(len, hf_rows))
+    ids = torch.zeros(len(hf_rows), S, dtype=torch.long)
+    att = torch.zeros(len(hf_rows), S, dtype=torch.long)
+    for i, r in enumerate(hf_rows):
+        ids[i, S - len(r):] = torch.tensor(r)
+        att[i, S - len(r):] = 1
+    N, T = a.num_candidates, a.max_new_tokens
+    sp = SamplingParams(temperature=0.7, top_p=0.9, top_k=0)
+    engine = Engine(ours)
+
+    def run_ours():
+        out = engine.generate(prompts, sp, num_candidates=N, max_new_tokens=T, min_new_tokens=T, seed=a.seed)
+        assert out.num_generated == len(prompts) * N * T, out.num_generated
+        return out.num_generated
+
+    @torch.inference_mode()
+    def run_hf():
+        torch.manual_seed(a.seed)
+        out = hf.generate(input_ids=ids, attention_mask=att, pixel_values=images, do_sample=True,
+                          temperature=0.7, top_p=0.9, top_k=0, num_return_sequences=N, max_new_tokens=T,
+                          min_new_tokens=T, pad_token_id=0, eos_token_id=None, use_cache=True)
+        n = (out.shape[1] - S) * out.shape[0]
+        assert n == len(prompts) * N * T, n
+        return n
+
+    sides = (("megatron-sicog engine", run_ours), ("hf generate", run_hf))
+    wall = {name: [] for name, _ in sides}
+    cpu = {name: [] for name, _ in sides}
+    for _, fn in sides:
+        fn()  # warm-up
+    for _ in range(a.repeats):
+        for name, fn in sides:
+            t0, c0 = time.perf_counter(), time.process_time()
+            n = fn()
+            wall[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+    results = {}
+    for name, _ in sides:
+        w, c = statistics.median(wall[name]), statistics.median(cpu[name])
+        results[name] = n / w
+        print(f"{name}: {n} tokens, median {w:.3f} s wall ({n / w:.0f} tokens/s), {c:.3f} s CPU "
+              f"({n / c:.0f} tokens/CPU-s) over {a.repeats} runs")
+    ratio = results["megatron-sicog engine"] / results["hf generate"]
+    print(f"prompts={a.num_prompts} N={N} new_tokens={T} threads={a.threads}")
+    print(f"ratio: {ratio:.2f}")
+    return ratio
+
+
+if __name__ == "__main__":
+    main()
