@@ -198,7 +198,7 @@ def test_train_dry_run_launch(slurm_cluster: LocalSlurm, tmp_path):
     job = slurm_cluster.sbatch("--nodes=1", f"--output={tmp_path}/train-%j.out", "examples/slurm/train.sbatch",
                                env=_base_env(DRY_RUN="1", STAGE="dpo", TP="2", PP="1", GLOBAL_BATCH="16",
                                              DATA_PATH="0.7 data/a 0.3 data/b", SAVE_DIR="runs/dpo",
-                                             LOAD_DIR="runs/sft", TOKENIZER_TYPE="hf", GPUS_PER_NODE="2"))
+                                             PRETRAINED_CKPT="runs/sft", TOKENIZER_TYPE="hf", GPUS_PER_NODE="2"))
     (row,) = slurm_cluster.wait(job)
     assert row["JobState"] == "COMPLETED", row
     log = tmp_path / f"train-{job}.out"
@@ -214,7 +214,8 @@ def test_train_dry_run_launch(slurm_cluster: LocalSlurm, tmp_path):
     trainer = cmd[cmd.index(REAL_TRAINER) + 1:]
     assert _flag(trainer, "--stage") == "dpo" and _flag(trainer, "--tensor-model-parallel-size") == "2"
     assert _flag(trainer, "--global-batch-size") == "16" and _flag(trainer, "--lr") == "1e-6"
-    assert _flag(trainer, "--save") == "runs/dpo" and _flag(trainer, "--load") == "runs/sft"
+    assert _flag(trainer, "--save") == "runs/dpo" and _flag(trainer, "--load") == "runs/dpo"
+    assert _flag(trainer, "--pretrained-checkpoint") == "runs/sft"
     i = trainer.index("--data-path")
     assert trainer[i + 1:i + 5] == ["0.7", "data/a", "0.3", "data/b"]
     assert _flag(trainer, "--tokenizer-type") == "hf" and "--tokenizer-model" not in trainer
@@ -248,9 +249,11 @@ def test_loop_chain_dry_run(slurm_cluster: LocalSlurm, tmp_path):
     (pretrain_cmd,) = _cmds(logs / f"sicog-train-{ids['pretrain']}.out")
     assert _flag(pretrain_cmd, "--stage") == "pretrain"
     assert _flag(pretrain_cmd, "--data-path") == f"{tmp_path}/run/data/merged"
-    assert _flag(pretrain_cmd, "--load") == "ckpt/base"
+    assert _flag(pretrain_cmd, "--load") == f"{tmp_path}/run/pretrain"
+    assert _flag(pretrain_cmd, "--pretrained-checkpoint") == "ckpt/base"
     (final_cmd,) = _cmds(logs / f"sicog-train-{ids['final']}.out")
-    assert _flag(final_cmd, "--load") == f"{tmp_path}/run/pretrain" and _flag(final_cmd, "--stage") == "sft"
+    assert _flag(final_cmd, "--pretrained-checkpoint") == f"{tmp_path}/run/pretrain"
+    assert _flag(final_cmd, "--load") == f"{tmp_path}/run/final" and _flag(final_cmd, "--stage") == "sft"
 
 
 def _write_candidates(d: Path) -> None:

@@ -8,10 +8,11 @@
 #   3 curate.sbatch      stage 2: self-consistency curation of all candidate shards
 #   4 preprocess.sbatch  stage 3: curated records -> indexed-dataset shards (array)
 #   5 merge.sbatch       stage 3: shards -> RUN_DIR/data/merged
-#   6 train.sbatch       stage 3: STAGE=pretrain on the merged data, from PRETRAIN_LOAD
+#   6 train.sbatch       stage 3: STAGE=pretrain on the merged data, from PRETRAIN_INIT
 #   7 train.sbatch       FINAL_STAGE (sft|dpo) of the re-pretrained model on FINAL_DATA_PATH
 #
-# Prints "<step>=<job id>" per job and a final "jobs: ..." line; run from anywhere.
+# Each training job resumes from its own SAVE_DIR (--load) and starts from the
+# previous model (--pretrained-checkpoint). Prints "<step>=<job id>" per job and a final "jobs: ..." line; run from anywhere.
 #
 #   BASE_CKPT=ckpt/base SEED_DATA_PATH=data/seed_text_document CAPTION_INPUT=data/images.jsonl \
 #     examples/slurm/run_sicog_loop.sh
@@ -26,7 +27,7 @@
 #   GEN_ARRAY        --array of each generation job                      (0-3)
 #   PREP_ARRAY       --array of the preprocessing job                    (0-3)
 #   TRAIN_NODES      --nodes of each training job                        (the recipe's: 2)
-#   PRETRAIN_LOAD    checkpoint re-pretraining starts from               (BASE_CKPT)
+#   PRETRAIN_INIT    checkpoint re-pretraining starts from               (BASE_CKPT)
 #   PRETRAIN_DATA_PATH  re-pretraining --data-path (may blend: "0.7 RUN_DIR/data/merged 0.3 other")
 #                                                                        (RUN_DIR/data/merged)
 #   FINAL_STAGE      sft | dpo | none                                    (sft)
@@ -52,7 +53,7 @@ QA_INPUT=${QA_INPUT:-}
 GEN_ARRAY=${GEN_ARRAY:-0-3}
 PREP_ARRAY=${PREP_ARRAY:-0-3}
 TRAIN_NODES=${TRAIN_NODES:-}
-PRETRAIN_LOAD=${PRETRAIN_LOAD:-$BASE_CKPT}
+PRETRAIN_INIT=${PRETRAIN_INIT:-$BASE_CKPT}
 FINAL_STAGE=${FINAL_STAGE:-sft}
 FINAL_DATA_PATH=${FINAL_DATA_PATH:-$SEED_DATA_PATH}
 SBATCH_ARGS=${SBATCH_ARGS:-}
@@ -93,7 +94,7 @@ submit() {
 log_one="$RUN_DIR/logs/%x-%j.out"
 log_array="$RUN_DIR/logs/%x-%A_%a.out"
 
-submit stage1 "" STAGE="$STAGE1" LOAD_DIR="$BASE_CKPT" SAVE_DIR="$RUN_DIR/stage1" \
+submit stage1 "" STAGE="$STAGE1" PRETRAINED_CKPT="$BASE_CKPT" SAVE_DIR="$RUN_DIR/stage1" LOAD_DIR="$RUN_DIR/stage1" \
   DATA_PATH="$SEED_DATA_PATH" LOG_JSON="$RUN_DIR/stage1/log.jsonl" EXTRA_ARGS="$STAGE1_EXTRA_ARGS" -- \
   "${train_nodes[@]}" --output "$log_one" "$RECIPES/train.sbatch"
 stage1=$JOB_ID
@@ -118,11 +119,11 @@ submit preprocess "$JOB_ID" INPUT="$RUN_DIR/curate/curated.jsonl" OUT_DIR="$RUN_
   --array "$PREP_ARRAY" --output "$log_array" "$RECIPES/preprocess.sbatch"
 submit merge "$JOB_ID" OUT_DIR="$RUN_DIR/data" OUTPUT_PREFIX="$RUN_DIR/data/merged" -- \
   --output "$log_one" "$RECIPES/merge.sbatch"
-submit pretrain "$JOB_ID" STAGE=pretrain LOAD_DIR="$PRETRAIN_LOAD" SAVE_DIR="$RUN_DIR/pretrain" \
+submit pretrain "$JOB_ID" STAGE=pretrain PRETRAINED_CKPT="$PRETRAIN_INIT" SAVE_DIR="$RUN_DIR/pretrain" LOAD_DIR="$RUN_DIR/pretrain" \
   DATA_PATH="${PRETRAIN_DATA_PATH:-$RUN_DIR/data/merged}" LOG_JSON="$RUN_DIR/pretrain/log.jsonl" \
   EXTRA_ARGS="$PRETRAIN_EXTRA_ARGS" -- "${train_nodes[@]}" --output "$log_one" "$RECIPES/train.sbatch"
 if [ "$FINAL_STAGE" != none ]; then
-  submit final "$JOB_ID" STAGE="$FINAL_STAGE" LOAD_DIR="$RUN_DIR/pretrain" SAVE_DIR="$RUN_DIR/final" \
+  submit final "$JOB_ID" STAGE="$FINAL_STAGE" PRETRAINED_CKPT="$RUN_DIR/pretrain" SAVE_DIR="$RUN_DIR/final" LOAD_DIR="$RUN_DIR/final" \
     DATA_PATH="$FINAL_DATA_PATH" LOG_JSON="$RUN_DIR/final/log.jsonl" EXTRA_ARGS="$FINAL_EXTRA_ARGS" -- \
     "${train_nodes[@]}" --output "$log_one" "$RECIPES/train.sbatch"
 fi
