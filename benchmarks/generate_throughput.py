@@ -1,12 +1,13 @@
 """Generation throughput: this project's KV-cache engine vs Hugging Face ``generate``.
 
-Both sides get the same tiny model shape (preset ``tiny``: a Qwen2-style LM +
-CLIP-style ViT, as ``LlavaForConditionalGeneration`` on the HF side), the same
+Both sides get the same tiny model (preset ``tiny``: a Qwen2-style LM +
+CLIP-style ViT, random weights; the HF side is ``LlavaForConditionalGeneration``
+loaded from our checkpoint exported by ``megatron-to-hf``, so the weights are
+identical), the same
 prompts (one image each, different lengths, left-padded in one batch), the
 same number of candidates N (HF: ``num_return_sequences=N``, KV cache on) and
 exactly the same number of new tokens (``min_new_tokens == max_new_tokens``,
-no EOS), sampling at temperature 0.7 / top-p 0.9. Weights are random (the
-speed does not depend on them). Each side runs once to warm up, then the two
+no EOS), sampling at temperature 0.7 / top-p 0.9. Each side runs once to warm up, then the two
 sides alternate ``--repeats`` times (so a busy machine slows both alike); the
 median wall time of each side gives tokens/s (prompts x N x new tokens /
 seconds). CPU time per run is printed too (on a shared machine it is the
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import tempfile
 import sys
 import time
 from pathlib import Path
@@ -29,26 +31,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 
-def hf_llava_like(m):
-    """A random-weight HF LlavaForConditionalGeneration with the shapes of ModelArgs `m`."""
-    from transformers import (CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration,
-                              Qwen2Config)
+def hf_copy(model, args, work_dir: Path):
+    """transformers' LlavaForConditionalGeneration with `model`'s weights (checkpoint -> megatron-to-hf)."""
+    from transformers import LlavaForConditionalGeneration
 
-    lm, vis = m.language, m.vision
-    text_cls = Qwen2Config if lm.family == "qwen2" else LlamaConfig
-    tc = text_cls(hidden_size=lm.hidden_size, num_hidden_layers=lm.num_layers,
-                  num_attention_heads=lm.num_attention_heads, num_key_value_heads=lm.num_query_groups,
-                  intermediate_size=lm.ffn_hidden_size, vocab_size=lm.vocab_size,
-                  max_position_embeddings=lm.max_position_embeddings, rope_theta=lm.rotary_base,
-                  rms_norm_eps=lm.norm_epsilon, tie_word_embeddings=not lm.untie_embeddings_and_output_weights)
-    vc = CLIPVisionConfig(image_size=vis.image_size, patch_size=vis.patch_size, hidden_size=vis.hidden_size,
-                          num_hidden_layers=vis.num_layers, num_attention_heads=vis.num_attention_heads,
-                          intermediate_size=vis.ffn_hidden_size, hidden_act=vis.activation,
-                          layer_norm_eps=vis.layernorm_epsilon)
-    cfg = LlavaConfig(text_config=tc, vision_config=vc, image_token_index=m.image_token_id,
-                      vision_feature_layer=vis.feature_layer, vision_feature_select_strategy="default",
-                      projector_hidden_act="gelu")
-    return LlavaForConditionalGeneration(cfg).eval()
+    from megatron_sicog.conversion.hf_export import export_hf
+    from megatron_sicog.model import sharding
+    from megatron_sicog.training.checkpointing import write_from_canonical
+
+    full = sharding.gather_full_state_dict(model, args.language.vocab_size)
+    write_from_canonical(full, args, work_dir / "ckpt", tp=1, pp=1)
+    export_hf(work_dir / "ckpt", work_dir / "hf", progress=False)
+    return LlavaForConditionalGeneration.from_pretrained(str(work_dir / "hf")).eval()
 
 
 def main(argv=None) -> float:
@@ -71,7 +65,8 @@ def main(argv=None) -> float:
     runtime.init_distributed(1, 1, seed=a.seed)
     margs = PRESETS["tiny"]
     ours = build_model(margs).eval()
-    hf = hf_llava_like(margs)
+    with tempfile.TemporaryDirectory() as tmp:
+        hf = hf_copy(ours, margs, Path(tmp))
     P = margs.vision.num_patches
     g = torch.Generator().manual_seed(a.seed)
     texts = [torch.randint(10, margs.language.vocab_size, (20 + 7 * i,), generator=g).tolist()
