@@ -440,3 +440,25 @@ def test_preemption_saves_requeues_and_resumes(slurm_cluster: LocalSlurm, tmp_pa
         assert first[-1]["status"] == 0 and first[2]["iteration"] == saved_at
         assert [e["event"] for e in second] == ["start", "resume", "save", "exit"], second
         assert second[1]["iteration"] == saved_at
+
+
+@pytest.mark.slow  # runs into a 1-minute time limit at least once (2-4 min)
+def test_time_limit_signal_requeues_until_done(slurm_cluster: LocalSlurm, tmp_path):
+    """The #SBATCH --signal=B:USR1@N path itself: with --time=1 the batch shell
+    gets USR1 N s before the limit, the stand-in saves, the job is requeued,
+    and the runs add up to the full training. Timing is coarse, so only the
+    outcome is checked (Restarts >= 1, COMPLETED, the last iteration saved)."""
+    save = tmp_path / "ckpt"
+    env = _train_env(STANDIN, save)
+    env.update(TRAIN_ITERS="250", STANDIN_ITER_SECONDS="0.2")
+    job = slurm_cluster.sbatch("--nodes=1", "--time=1", "--signal=B:USR1@40", f"--output={tmp_path}/train.out",
+                               "examples/slurm/train.sbatch", env=env)
+    (row,) = slurm_cluster.wait(job, timeout=600)
+    text = (tmp_path / "train.out").read_text()
+    assert row["JobState"] == "COMPLETED" and int(row["Restarts"]) >= 1, (row, text[-3000:])
+    assert _latest(save) == 250
+    events = [json.loads(line) for line in (save / "log.jsonl").read_text().splitlines()]
+    saves = [e for e in events if e["event"] == "save"]
+    assert [e["reason"] for e in saves][-1] == "end" and all(e["reason"] == "SIGTERM" for e in saves[:-1]), saves
+    resumes = [e["iteration"] for e in events if e["event"] == "resume"]
+    assert resumes == [e["iteration"] for e in saves[:-1]], (resumes, saves)
