@@ -115,10 +115,10 @@ def test_shards_concatenate_to_the_whole_and_seeds_repeat(setup, tmp_path):
     tool.main(_base(s, again, "--input", str(s["records"]), "--mode", "answer", "--num-candidates", "2", "--seed", "5"))
     assert whole.read_text() == again.read_text()  # same seed, same candidates
     parts = []
-    for k in range(3):
+    for k in range(2):
         p = tmp_path / f"part{k}.jsonl"
         tool.main(_base(s, p, "--input", str(s["records"]), "--mode", "answer", "--num-candidates", "2",
-                        "--seed", "5", "--shard-index", str(k), "--num-shards", "3"))
+                        "--seed", "5", "--shard-index", str(k), "--num-shards", "2"))
         parts += _read(p)
     assert sorted(r["id"] for r in parts) == sorted(r["id"] for r in _read(whole))
     assert len(parts) == len({r["id"] for r in parts})
@@ -127,11 +127,11 @@ def test_shards_concatenate_to_the_whole_and_seeds_repeat(setup, tmp_path):
 def test_killed_run_resumes_with_every_id_once(setup, tmp_path):
     s = setup
     many = tmp_path / "many.jsonl"
-    recs = [dict(r, id=f"{r['id']}-{k}") for k in range(5) for r in s["good"]]  # 60 records
+    recs = [dict(r, id=f"{r['id']}-{k}") for k in range(2) for r in s["good"]]  # 24 records, 12 batches
     many.write_text("".join(json.dumps(r) + "\n" for r in recs))
     out = tmp_path / "resumed.jsonl"
     args = _base(s, out, "--input", str(many), "--mode", "cot", "--num-candidates", "2", "--micro-batch-size", "2",
-                 "--max-new-tokens", "24")
+                 "--max-new-tokens", "8")
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     proc = subprocess.Popen([sys.executable, str(REPO / "tools" / "generate_candidates.py"), *args], cwd=REPO,
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -152,3 +152,25 @@ def test_killed_run_resumes_with_every_id_once(setup, tmp_path):
     ids = [r["id"] for r in final]
     assert sorted(ids) == sorted(r["id"] for r in recs)  # every id exactly once
     assert [r["id"] for r in final[: len(first)]] == [r["id"] for r in first]  # earlier lines kept
+
+
+@pytest.mark.slow
+def test_tensor_and_data_parallel_runs(setup, tmp_path):
+    """TP=2 (torchrun, 2 gloo ranks) gives the TP=1 greedy candidates; DP=2 splits records into .dpNNN shards."""
+    from tests.helpers import torchrun
+
+    s = setup
+    script = str(REPO / "tools" / "generate_candidates.py")
+    common = ["--input", str(s["records"]), "--mode", "cot", "--num-candidates", "2", "--temperature", "0"]
+    tp1 = tmp_path / "tp1.jsonl"
+    _tool().main(_base(s, tp1, *common))
+    tp2 = tmp_path / "tp2.jsonl"
+    torchrun(script, *_base(s, tp2, *common, "--tensor-model-parallel-size", "2"), nproc=2)
+    assert _read(tp2) == _read(tp1)
+    dp = tmp_path / "dp.jsonl"
+    torchrun(script, *_base(s, dp, *common), nproc=2)
+    shards = [_read(tmp_path / f"dp.dp00{k}.jsonl") for k in range(2)]
+    assert all(shards)
+    merged = {r["id"]: r for part in shards for r in part}
+    assert sum(map(len, shards)) == len(merged) == len(s["good"])
+    assert merged == {r["id"]: r for r in _read(tp1)}
