@@ -75,6 +75,7 @@ def test_cot_candidates_with_bad_input_reported(setup, tmp_path, capsys):
     recs = _read(out)
     assert sorted(r["id"] for r in recs) == sorted(r["id"] for r in s["good"])
     by_id = {r["id"]: r for r in s["good"]}
+    assert sum(len(c) for r in recs for c in r["candidates"]) > 10 * len(recs)  # real text was generated
     for r in recs:
         assert r["task"] == "reasoning" and len(r["candidates"]) == 3
         assert all(isinstance(c, str) for c in r["candidates"])
@@ -174,3 +175,37 @@ def test_tensor_and_data_parallel_runs(setup, tmp_path):
     merged = {r["id"]: r for part in shards for r in part}
     assert sum(map(len, shards)) == len(merged) == len(s["good"])
     assert merged == {r["id"]: r for r in _read(tp1)}
+
+
+def test_hf_path_and_library_entries_agree_with_load(setup, tmp_path):
+    """--hf-path (exported copy of the checkpoint) == --load; greedy_answer == greedy candidates."""
+    from megatron_sicog.conversion.hf_export import export_hf
+    from megatron_sicog.data.tokenizer import build_tokenizer
+    from megatron_sicog.generation.candidates import CandidateOptions, generate_candidates, greedy_answer
+    from megatron_sicog.generation.sampling import GREEDY
+    from megatron_sicog.model.llava import build_model
+    from megatron_sicog.training.checkpointing import load_model_weights, model_args_from_dict, read_meta
+
+    s = setup
+    meta = read_meta(s["ckpt"])
+    hf_dir = export_hf(s["ckpt"], tmp_path / "hf", tokenizer_path=meta["tokenizer_model"], progress=False)
+    common = ["--input", str(s["records"]), "--image-root", str(s["image_root"]), "--mode", "answer",
+              "--num-candidates", "2", "--temperature", "0", "--max-new-tokens", "10", "--no-progress"]
+    tool = _tool()
+    tool.main(["--load", str(s["ckpt"]), "--output", str(tmp_path / "load.jsonl"), *common])
+    tool.main(["--hf-path", str(hf_dir), "--output", str(tmp_path / "hf.jsonl"), *common])
+    from_load, from_hf = _read(tmp_path / "load.jsonl"), _read(tmp_path / "hf.jsonl")
+    assert from_hf == from_load and len(from_load) == len(s["good"])
+    assert sum(bool(c) for r in from_load for c in r["candidates"]) > len(from_load)  # real text, not empty
+
+    model = build_model(model_args_from_dict(meta["model_args"])).eval()
+    load_model_weights(model, s["ckpt"])
+    tok = build_tokenizer("HuggingFaceTokenizer", meta["tokenizer_model"])
+    opts = CandidateOptions(mode="answer", num_candidates=1, sampling=GREEDY, max_new_tokens=10,
+                            image_root=s["image_root"])
+    recs = [r for batch in generate_candidates(model, tok, s["good"], opts) for r in batch.records]
+    by_id = {r["id"]: r for r in recs}
+    assert {r["id"]: r["candidates"] for r in from_load} == {k: r["candidates"] * 2 for k, r in by_id.items()}
+    items = [{"prompt": by_id[r["id"]]["prompt"], "image": r.get("image")} for r in s["good"]]
+    answers = greedy_answer(model, tok, items, image_root=s["image_root"], max_new_tokens=10)
+    assert answers == [by_id[r["id"]]["candidates"][0] for r in s["good"]]
