@@ -141,9 +141,13 @@ def done_ids(path: Path) -> set:
             f.truncate(end)
         log.warning(f"{path}: dropped a truncated last line ({len(data) - end} bytes)")
     out = set()
-    for line in data[:end].splitlines():
-        if line.strip():
+    for lineno, line in enumerate(data[:end].splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
             out.add(str(loads(line)["id"]))
+        except Exception as e:  # noqa: BLE001 - a damaged line: its record is generated again
+            log.warning(f"{path}:{lineno}: unreadable output line ({e}); its record will be redone")
     return out
 
 

@@ -12,12 +12,17 @@ False) and becomes the attention mask.
 prompt, copied n times. `select(rows)` keeps a subset of rows (finished
 candidates leave the batch, so later steps cost less).
 
-Why this layout and not megatron-core's ``StaticInferenceContext``: that
-context stores [positions, rows, groups, head_dim] and its local
-``DotProductAttention`` expands grouped-query keys with ``repeat_interleave``
-over the whole cache every step; measured on CPU (tiny preset, 48 rows) a
-decode step took ~28-34 ms there against ~5 ms with this cache and
-``scaled_dot_product_attention(enable_gqa=True)`` reading it in place.
+Why this and not megatron-core's ``StaticInferenceContext``: that context
+does work here (passed as ``inference_context`` to SicogModel with the local
+spec, on CPU through the runtime's emulation; we checked its prefill logits
+equal the plain forward), but it stores [positions, rows, groups, head_dim]
+and its local ``DotProductAttention`` expands grouped-query keys and values
+with ``repeat_interleave`` over the whole cache on every step, then runs
+``baddbmm`` + masked softmax. Measured on CPU (preset tiny, 48 rows = 8
+prompts x 6 candidates, ~60 cached positions, 1 thread, CPU time per decode
+step): 28.4 ms there, 12.2 ms with this cache read in place by
+``scaled_dot_product_attention(enable_gqa=True)``. Its static positions also
+cannot give left-padded rows their own rotary positions; ours can.
 """
 from __future__ import annotations
 
