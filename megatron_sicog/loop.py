@@ -44,8 +44,8 @@ REPO = Path(__file__).resolve().parent.parent
 class TrainPhase:
     iters: int
     lr: float
-    global_batch_size: int = 16
-    micro_batch_size: int = 16
+    global_batch_size: int = 8
+    micro_batch_size: int = 8
     warmup: int = 10
     min_lr_ratio: float = 0.1
 
@@ -68,9 +68,9 @@ class LoopConfig:
     chat_template: str = "qwen2"
     pack_sequences: bool = True  # several short samples per sequence (block-diagonal attention)
     # training
-    base: TrainPhase = field(default_factory=lambda: TrainPhase(iters=300, lr=2e-3))
-    sft: TrainPhase = field(default_factory=lambda: TrainPhase(iters=200, lr=1e-3))
-    repretrain: TrainPhase = field(default_factory=lambda: TrainPhase(iters=200, lr=1e-3))
+    base: TrainPhase = field(default_factory=lambda: TrainPhase(iters=200, lr=2e-3))
+    sft: TrainPhase = field(default_factory=lambda: TrainPhase(iters=150, lr=1e-3))
+    repretrain: TrainPhase = field(default_factory=lambda: TrainPhase(iters=100, lr=1e-3))
     dpo: TrainPhase = field(default_factory=lambda: TrainPhase(iters=30, lr=5e-5, global_batch_size=8,
                                                                micro_batch_size=8, warmup=3))
     dpo_beta: float = 0.1
