@@ -1,0 +1,53 @@
+"""The SICOG loop: config parsing, report, and (slow) the whole loop on the smoke config."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from megatron_sicog.loop import LoopConfig, TrainPhase, format_table, save_plots
+from tests.helpers import REPO
+
+
+def test_config_file_parses_and_rejects_unknown_keys(tmp_path):
+    cfg = LoopConfig.from_json(str(REPO / "examples" / "tiny" / "config.json"))
+    assert isinstance(cfg.base, TrainPhase) and cfg.num_candidates == 6
+    assert cfg.temperature == 0.7 and cfg.top_p == 0.9  # the paper's sampling
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"num_seeds": 3}))
+    with pytest.raises(ValueError, match="unknown settings"):
+        LoopConfig.from_json(str(bad))
+
+
+def test_table_and_plots(tmp_path):
+    res = {k: {"accuracy": a, "caption_score": c} for k, a, c in
+           [("base", 0.1, 0.2), ("stage1", 0.4, 0.5), ("baseline", 0.45, 0.55), ("sicog", 0.5, 0.6)]}
+    res.update(curated_samples=10, candidates=60,
+               scaling=[{"fraction": 0.0, "curated_samples": 0, "accuracy": 0.45, "caption_score": 0.55},
+                        {"fraction": 1.0, "curated_samples": 10, "accuracy": 0.5, "caption_score": 0.6}])
+    table = format_table(res)
+    assert table.splitlines()[2].startswith("base") and "0.500" in table.splitlines()[-1]
+    paths = save_plots(res, tmp_path)
+    assert [p.name for p in paths] == ["metrics_per_stage.png", "scaling.png"]
+    assert all(p.stat().st_size > 5000 for p in paths)
+
+
+@pytest.mark.slow
+def test_smoke_loop_end_to_end_and_resume(tmp_path):
+    out = tmp_path / "loop"
+    cmd = [sys.executable, str(REPO / "examples" / "tiny" / "run_sicog_loop.py"),
+           "--config", str(REPO / "examples" / "tiny" / "smoke.json"), "--output-dir", str(out), "--dpo"]
+    p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=3600)
+    assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
+    s = json.loads((out / "summary.json").read_text())
+    for k in ("base", "stage1", "stage1_dpo", "sicog", "baseline"):
+        assert set(s[k]) == {"accuracy", "caption_score"}
+    assert s["candidates"] > 0 and s["curated_samples"] > 0 and s["seconds"] > 0
+    commands = (out / "commands.sh").read_text()
+    training = [ln for ln in commands.splitlines() if "pretrain_sicog.py" in ln or "preprocess_data.py" in ln]
+    assert training and not any("eval" in ln or "unlabelled_answers" in ln for ln in training)
+    assert "unlabelled_answers" not in commands  # hidden answers are never an input of any command
+    # a second run finds every stage done and only re-reports
+    p2 = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert p2.returncode == 0 and "[skip] train_sicog" in p2.stdout
+    assert json.loads((out / "summary.json").read_text())["sicog"] == s["sicog"]
