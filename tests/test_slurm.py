@@ -449,6 +449,25 @@ def test_preemption_saves_requeues_and_resumes(slurm_cluster: LocalSlurm, tmp_pa
         assert second[1]["iteration"] == saved_at
 
 
+def test_preemption_without_requeue_saves_and_fails_the_job(slurm_cluster: LocalSlurm, tmp_path):
+    """REQUEUE=0: the step still saves, but the job ends FAILED (unfinished), not
+    COMPLETED, so that jobs waiting on it with afterok do not start."""
+    save = tmp_path / "ckpt"
+    job = slurm_cluster.sbatch("--nodes=1", f"--output={tmp_path}/train.out", "examples/slurm/train.sbatch",
+                               env={**_train_env(STANDIN, save), "REQUEUE": "0"})
+    after = slurm_cluster.sbatch(f"--dependency=afterok:{job}", "--kill-on-invalid-dep=yes",
+                                 f"--output={tmp_path}/after.out", "--wrap", "true")
+    log_json = save / "log.jsonl"
+    slurm_cluster.wait_until(lambda: log_json.is_file() and log_json.read_text().strip(), 180,
+                             "the trainer's first log line", job)
+    slurm_cluster.run("scancel", "--signal=USR1", "--batch", job)
+    (row,) = slurm_cluster.wait(job, timeout=120)
+    assert row["JobState"] == "FAILED" and row["Restarts"] == "0", row
+    assert 0 < _latest(save) < int(TRAINERS[STANDIN]["TRAIN_ITERS"])
+    (dep,) = slurm_cluster.wait(after, timeout=60)
+    assert dep["JobState"] == "CANCELLED", dep
+
+
 @pytest.mark.slow  # runs into a 1-minute time limit at least once (2-4 min)
 def test_time_limit_signal_requeues_until_done(slurm_cluster: LocalSlurm, tmp_path):
     """The #SBATCH --signal=B:USR1@N path itself: with --time=1 the batch shell
@@ -457,15 +476,17 @@ def test_time_limit_signal_requeues_until_done(slurm_cluster: LocalSlurm, tmp_pa
     outcome is checked (Restarts >= 1, COMPLETED, the last iteration saved)."""
     save = tmp_path / "ckpt"
     env = _train_env(STANDIN, save)
-    env.update(TRAIN_ITERS="250", STANDIN_ITER_SECONDS="0.2")
+    env.update(TRAIN_ITERS="150", STANDIN_ITER_SECONDS="0.2")
     job = slurm_cluster.sbatch("--nodes=1", "--time=1", "--signal=B:USR1@40", f"--output={tmp_path}/train.out",
                                "examples/slurm/train.sbatch", env=env)
     (row,) = slurm_cluster.wait(job, timeout=600)
     text = (tmp_path / "train.out").read_text()
     assert row["JobState"] == "COMPLETED" and int(row["Restarts"]) >= 1, (row, text[-3000:])
-    assert _latest(save) == 250
+    assert _latest(save) == 150
     events = [json.loads(line) for line in (save / "log.jsonl").read_text().splitlines()]
     saves = [e for e in events if e["event"] == "save"]
     assert [e["reason"] for e in saves][-1] == "end" and all(e["reason"] == "SIGTERM" for e in saves[:-1]), saves
+    # each run after a save resumes from it (a run signalled before it started
+    # saves nothing, and the next one resumes from the same checkpoint)
     resumes = [e["iteration"] for e in events if e["event"] == "resume"]
-    assert resumes == [e["iteration"] for e in saves[:-1]], (resumes, saves)
+    assert resumes == sorted(resumes) and set(resumes) == {e["iteration"] for e in saves[:-1]}, (resumes, saves)
