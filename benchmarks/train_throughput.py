@@ -44,8 +44,9 @@ median step time per side. Tokens per step = B x S on both sides (padding
 included, the same count for both). The ``cpu ms`` column is the process CPU
 time (all threads) per step, median. On a machine loaded beyond its cores, the
 median wall time of ``--threads 2`` is mostly OpenMP threads waiting for each
-other's time slices; the printed best-step ratio (fastest step of each side)
-and ``--threads 1`` are then the steadier figures. ``--profile`` prints a cProfile summary
+other's time slices (medians and even the best-step ratio, fastest step of
+each side, then swing by 2x from run to run); ``--threads 1`` is then the
+steadier figure. ``--profile`` prints a cProfile summary
 of ``--profile-steps`` extra steps per side (not in the timing) to stderr.
 
 Prints a table (side, median step ms, tokens/s) and ends with exactly one line
