@@ -94,6 +94,9 @@ class SICOGDataset(MegatronDataset):
                  num_samples: Optional[int], index_split: Split, config: SICOGDatasetConfig) -> None:
         super().__init__(dataset, dataset_path, indices, num_samples, index_split, config)
         self.reader = dataset
+        if len(indices) == 0 and num_samples:
+            raise ValueError(f"{dataset_path}: the {index_split.name} split has no documents but "
+                             f"{num_samples} samples were requested (check --split)")
         self.lengths = effective_lengths(dataset, config.image_seq_length)
         seed_parts = [config.random_seed, zlib.crc32(str(dataset_path).encode()), index_split.value]
         target = num_samples if num_samples else None

@@ -84,6 +84,8 @@ def prepare(cfg: ConvertConfig) -> ConvertConfig:
     cfg.dtype = token_dtype(tok.vocab_size)
     if cfg.overlong not in ("truncate", "drop"):
         raise ValueError(f"--overlong must be truncate or drop, not {cfg.overlong!r}")
+    if cfg.image_seq_length < 1:
+        raise ValueError(f"--image-seq-length must be >= 1, got {cfg.image_seq_length}")
     if cfg.seq_length is not None and cfg.seq_length < 1:
         raise ValueError(f"--seq-length must be positive, got {cfg.seq_length}")
     _WORKER.clear()
@@ -149,9 +151,18 @@ def _plan(cfg: ConvertConfig, rec: dict):
     return plan, [_load_image_bytes(cfg, p) for p in paths]
 
 
+_LIMITS: dict = {}
+
+
+def _dtype_limit(dtype) -> int:
+    if dtype not in _LIMITS:  # np.dtype comparisons cost ~30 us: once per dtype
+        _LIMITS[dtype] = max_tokens_for(dtype)
+    return _LIMITS[dtype]
+
+
 def _fit(cfg: ConvertConfig, ids: list, spans: list, images: list, image_id: Optional[int]):
     """Apply --seq-length / the dtype limit; returns (ids, spans, images, truncated)."""
-    limit = max_tokens_for(cfg.dtype)
+    limit = _dtype_limit(cfg.dtype)
     extra = cfg.image_seq_length - 1
     length = len(ids) + extra * len(images)
     if cfg.seq_length is not None:
