@@ -68,9 +68,9 @@ class LoopConfig:
     chat_template: str = "qwen2"
     pack_sequences: bool = True  # several short samples per sequence (block-diagonal attention)
     # training
-    base: TrainPhase = field(default_factory=lambda: TrainPhase(iters=200, lr=2e-3))
-    sft: TrainPhase = field(default_factory=lambda: TrainPhase(iters=150, lr=1e-3))
-    repretrain: TrainPhase = field(default_factory=lambda: TrainPhase(iters=100, lr=1e-3))
+    base: TrainPhase = field(default_factory=lambda: TrainPhase(iters=120, lr=2e-3))
+    sft: TrainPhase = field(default_factory=lambda: TrainPhase(iters=80, lr=1e-3, warmup=8))
+    repretrain: TrainPhase = field(default_factory=lambda: TrainPhase(iters=60, lr=1e-3, warmup=6))
     dpo: TrainPhase = field(default_factory=lambda: TrainPhase(iters=30, lr=5e-5, global_batch_size=8,
                                                                micro_batch_size=8, warmup=3))
     dpo_beta: float = 0.1
@@ -86,7 +86,7 @@ class LoopConfig:
     reasoning_threshold: float = 0.6
     # eval
     eval_micro_batch: int = 32
-    scaling_fractions: tuple = (0.25, 0.5, 1.0)
+    scaling_fractions: tuple = (0.5, 1.0)
 
     @classmethod
     def from_json(cls, path: Optional[str], **overrides) -> "LoopConfig":

@@ -116,10 +116,19 @@ def projector_config(m: ModelArgs, tp: int = 1, params_dtype: torch.dtype = torc
     )
 
 
+def _with_sdpa_core_attention(spec: ModuleSpec) -> ModuleSpec:
+    """Local spec with torch SDPA as the attention core (see model/attention.py)."""
+    from megatron_sicog.model.attention import SDPADotProductAttention
+
+    spec = copy.deepcopy(spec)
+    spec.submodules.self_attention.submodules.core_attention = SDPADotProductAttention
+    return spec
+
+
 def language_layer_spec(m: ModelArgs) -> ModuleSpec:
     if use_transformer_engine(m):
         return get_gpt_layer_with_transformer_engine_spec()
-    return get_gpt_layer_local_spec(normalization="RMSNorm")
+    return _with_sdpa_core_attention(get_gpt_layer_local_spec(normalization="RMSNorm"))
 
 
 def vision_layer_spec(m: ModelArgs) -> ModuleSpec:
@@ -129,7 +138,7 @@ def vision_layer_spec(m: ModelArgs) -> ModuleSpec:
     encoder attends over all patches, so we swap in ``no_mask`` here.
     """
     spec = get_vit_layer_with_transformer_engine_spec() if use_transformer_engine(m) \
-        else get_vit_layer_with_local_spec()
+        else _with_sdpa_core_attention(get_vit_layer_with_local_spec())
     spec = copy.deepcopy(spec)
     spec.submodules.self_attention.params = dict(spec.submodules.self_attention.params,
                                                  attn_mask_type=AttnMaskType.no_mask)
