@@ -177,6 +177,7 @@ def test_tensor_and_data_parallel_runs(setup, tmp_path):
     assert merged == {r["id"]: r for r in _read(tp1)}
 
 
+@pytest.mark.slow
 def test_hf_path_and_library_entries_agree_with_load(setup, tmp_path):
     """--hf-path (exported copy of the checkpoint) == --load; greedy_answer == greedy candidates."""
     from megatron_sicog.conversion.hf_export import export_hf
