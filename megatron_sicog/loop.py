@@ -13,8 +13,12 @@ interrupted loop resumes at the first unfinished stage.
     generate    tools/generate_candidates.py   N CoD / CoT candidates on unlabelled images / questions
     curate      tools/curate.py                self-consistency voting -> pseudo-labels + report
     preprocess  tools/preprocess_data.py       curated -> mmap
-    sicog       pretrain on align + curated, then the same SFT      (the SICOG model)
-    baseline    pretrain on align only (same iterations), same SFT  (the paper's comparison)
+    sicog       pretrain on align + curated, then a short SFT on the seed   (the SICOG model)
+    baseline    pretrain on align only (same iterations), the same SFT     (the paper's comparison)
+
+Re-pretraining starts from the stage-1 weights in this tiny setting (the paper
+re-pretrains from the base model): the long seed fine-tuning is then paid once,
+and sicog and baseline still differ only in the self-generated data.
     eval        greedy CoD captions + CoT answers on the held-out split, tools/evaluate.py
 
 What never happens: eval data in any training command, and the unlabelled
@@ -69,8 +73,9 @@ class LoopConfig:
     pack_sequences: bool = True  # several short samples per sequence (block-diagonal attention)
     # training
     base: TrainPhase = field(default_factory=lambda: TrainPhase(iters=120, lr=2e-3))
-    sft: TrainPhase = field(default_factory=lambda: TrainPhase(iters=80, lr=1e-3, warmup=8))
+    sft: TrainPhase = field(default_factory=lambda: TrainPhase(iters=300, lr=2e-3))  # stage 1
     repretrain: TrainPhase = field(default_factory=lambda: TrainPhase(iters=60, lr=1e-3, warmup=6))
+    final_sft: TrainPhase = field(default_factory=lambda: TrainPhase(iters=60, lr=1e-3, warmup=6))
     dpo: TrainPhase = field(default_factory=lambda: TrainPhase(iters=30, lr=5e-5, global_batch_size=8,
                                                                micro_batch_size=8, warmup=3))
     dpo_beta: float = 0.1
@@ -288,12 +293,12 @@ class Loop:
             curated, _ = self.stage2(generator, tag="_dpo")
         cur_idx = self.preprocess("curated", [curated], c.chat_template)
 
-        # the SICOG model: re-pretraining on self-generated data (+ the alignment data), same fine-tuning
-        sicog_pt = self.train("sicog_pretrain", "pretrain", c.repretrain, ["0.5", align, "0.5", cur_idx], base)
-        sicog = self.train("sicog", "sft", c.sft, [seed], sicog_pt)
-        # the paper's comparison: same recipe and iterations without the self-generated data
-        baseline_pt = self.train("baseline_pretrain", "pretrain", c.repretrain, [align], base)
-        baseline = self.train("baseline", "sft", c.sft, [seed], baseline_pt)
+        # the SICOG model: re-pretraining on self-generated data (+ the alignment data), then fine-tuning
+        sicog_pt = self.train("sicog_pretrain", "pretrain", c.repretrain, ["0.5", align, "0.5", cur_idx], stage1)
+        sicog = self.train("sicog", "sft", c.final_sft, [seed], sicog_pt)
+        # the paper's comparison: the same recipe and iterations without the self-generated data
+        baseline_pt = self.train("baseline_pretrain", "pretrain", c.repretrain, [align], stage1)
+        baseline = self.train("baseline", "sft", c.final_sft, [seed], baseline_pt)
 
         models = {"base": base, "stage1": stage1, "sicog": sicog, "baseline": baseline}
         if self.dpo:
@@ -302,14 +307,15 @@ class Loop:
             results[name] = self.evaluate(name, ckpt)
 
         if self.scaling:
-            results["scaling"] = self.scaling_curve(curated, align, seed, base, results["baseline"])
+            results["scaling"] = self.scaling_curve(curated, align, seed, stage1, results["baseline"])
         results.update(self.curation_counts(curated))
         results["seconds"] = round(time.perf_counter() - t0, 1)
         results["stage_seconds"] = {k: round(v, 1) for k, v in self.timings.items()}
         results["config"] = dataclasses.asdict(c)
         return results
 
-    def scaling_curve(self, curated: Path, align: str, seed: str, base: Path, zero: dict) -> list[dict]:
+    def scaling_curve(self, curated: Path, align: str, seed: str, start: Path, zero: dict) -> list[dict]:
+        """Re-pretraining on growing shares of the curated data (from the same start as sicog)."""
         c = self.cfg
         points = [{"fraction": 0.0, "curated_samples": 0, **zero}]
         for frac in c.scaling_fractions:
@@ -318,8 +324,8 @@ class Loop:
             else:
                 tag = f"_{int(frac * 100)}pct"
                 idx = self.preprocess(f"curated{tag}", [self.subset(curated, frac)], c.chat_template)
-            pt = self.train(f"sicog_pretrain{tag}", "pretrain", c.repretrain, ["0.5", align, "0.5", str(idx)], base)
-            model = self.train(f"sicog{tag}", "sft", c.sft, [seed], pt)
+            pt = self.train(f"sicog_pretrain{tag}", "pretrain", c.repretrain, ["0.5", align, "0.5", str(idx)], start)
+            model = self.train(f"sicog{tag}", "sft", c.final_sft, [seed], pt)
             n = sum(1 for _ in iter_records(self.subset(curated, frac) if frac < 1.0 else curated))
             points.append({"fraction": frac, "curated_samples": n, **self.evaluate(f"sicog{tag}", model)})
         return points
