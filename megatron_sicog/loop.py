@@ -374,7 +374,8 @@ def save_plots(results: dict, out_dir: Path) -> list[Path]:
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     for ax, key, title in zip(axes, ("accuracy", "caption_score"), ("answer accuracy", "caption fidelity (F1)")):
         vals = [results[k][key] for k in rows]
-        bars = ax.bar(rows, vals, color=["#999", "#6a9fd4", "#8cc", "#c9a", "#d4663a"][: len(rows)])
+        colours = {"base": "#999", "stage1": "#6a9fd4", "stage1_dpo": "#8cc", "baseline": "#c9a", "sicog": "#d4663a"}
+        bars = ax.bar(rows, vals, color=[colours[k] for k in rows])
         ax.bar_label(bars, fmt="%.3f", fontsize=8)
         ax.set_title(title)
         ax.set_ylim(0, max(1.0, max(vals) * 1.15))
