@@ -48,8 +48,7 @@ def build_optimizer(ddp_models, args):
         fp16=args.fp16,
         params_dtype=params_dtype(args),
         use_distributed_optimizer=args.use_distributed_optimizer,
-        loss_scale=None if args.fp16 else None,
-        initial_loss_scale=2 ** 16,
+        initial_loss_scale=2 ** 16,  # fp16: dynamic loss scaling (loss_scale=None)
     )
     return get_megatron_optimizer(cfg, ddp_models)
 
