@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -106,11 +105,13 @@ def validate_args(args: argparse.Namespace, world_size: int) -> int:
     if args.stage == "dpo" and pp > 1:
         errors.append("--stage dpo needs --pipeline-model-parallel-size 1 (the frozen reference model "
                       "runs beside the policy on the same stage)")
-    if args.use_distributed_optimizer and os.environ.get("SICOG_ALLOW_GLOO_DISTOPT") != "1":
-        from megatron_sicog import runtime
+    from megatron_sicog import runtime
 
-        if not runtime.cuda_available():
-            errors.append("--use-distributed-optimizer needs NCCL (a GPU): gloo has no reduce-scatter")
+    if args.use_distributed_optimizer and not runtime.cuda_available():
+        errors.append("--use-distributed-optimizer needs NCCL (a GPU): gloo has no reduce-scatter")
+    if (args.bf16 or args.fp16) and not runtime.cuda_available():
+        errors.append("--bf16/--fp16 need a GPU: megatron-core's mixed-precision optimizer accepts only "
+                      "CUDA tensors (train in fp32 on the CPU)")
     if not args.mock_data:
         if not args.data_path:
             errors.append("give --data-path (or --mock-data)")
