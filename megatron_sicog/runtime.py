@@ -177,6 +177,18 @@ def _patch_grad_clipping() -> None:
     optimizer.clip_grad_by_total_norm_fp32 = clip_grad_by_total_norm_fp32
 
 
+def emulation_paused():
+    """Context that suspends the CPU emulation's device rewrite (a no-op without it).
+
+    For code paths known to allocate only on their inputs' device, where the
+    per-op TorchFunctionMode dispatch is pure overhead (the generation engine's
+    decode loop at TP=1). Never wrap megatron code that allocates on "cuda".
+    """
+    if _EMULATION_MODE is None:
+        return contextlib.nullcontext()
+    return torch._C.DisableTorchFunction()
+
+
 # ---------------------------------------------------------------------------
 # Process groups
 # ---------------------------------------------------------------------------

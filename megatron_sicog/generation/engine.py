@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from megatron.core import parallel_state
 from megatron.core.models.common.embeddings.rope_utils import _rotate_half
 
+from megatron_sicog import runtime
 from megatron_sicog.generation.kv_cache import KVCache
 from megatron_sicog.generation.sampling import GREEDY, RowSampler, SamplingParams, row_seed
 
@@ -131,7 +132,7 @@ class Engine:
         (~10% of a decode step). The vision encoder (megatron's attention buffer)
         and TP>1 gathers allocate on "the current CUDA device" and keep it.
         """
-        return torch._C.DisableTorchFunction() if self.tp_size == 1 else contextlib.nullcontext()
+        return runtime.emulation_paused() if self.tp_size == 1 else contextlib.nullcontext()
 
     def _rope(self, t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         """Megatron's RoPE formula (t * cos + rotate_half(t) * sin) at per-row positions."""
