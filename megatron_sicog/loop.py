@@ -52,6 +52,9 @@ class TrainPhase:
     micro_batch_size: int = 8
     warmup: int = 10
     min_lr_ratio: float = 0.1
+    # LLaVA-style freezing (--freeze-vision / --freeze-projector) for this phase
+    freeze_vision: bool = False
+    freeze_projector: bool = False
 
 
 @dataclass
@@ -65,11 +68,14 @@ class LoopConfig:
     num_seed: int = 300
     num_unlabelled: int = 600
     num_eval: int = 100
+    unlabelled_questions_per_image: int = 1
     image_size: int = 64
     max_objects: int = 3
     tokenizer_vocab: int = 1000
     seq_length: int = 256
     chat_template: str = "qwen2"
+    # the alignment captions' format: "plain" (LLaVA pre-training: <image> caption) or the chat template
+    align_template: str = "plain"
     pack_sequences: bool = True  # several short samples per sequence (block-diagonal attention)
     # training
     base: TrainPhase = field(default_factory=lambda: TrainPhase(iters=120, lr=2e-3))
@@ -177,6 +183,10 @@ class Loop:
                "--log-interval", max(1, phase.iters // 10), "--log-json", self.out / "logs" / f"{name}.jsonl"]
         if init is not None:
             cmd += ["--pretrained-checkpoint", init]
+        if phase.freeze_vision:
+            cmd += ["--freeze-vision"]
+        if phase.freeze_projector:
+            cmd += ["--freeze-projector"]
         if c.pack_sequences and stage != "dpo":
             cmd += ["--pack-sequences"]
         if stage == "dpo":
@@ -219,7 +229,8 @@ class Loop:
         self.run("data", [self.py, "tools/make_synthetic_data.py", "--output-dir", str(self.data), "--seed", str(c.seed),
                           "--image-size", str(c.image_size), "--max-objects", str(c.max_objects),
                           "--num-align", str(c.num_align), "--num-seed", str(c.num_seed),
-                          "--num-unlabelled", str(c.num_unlabelled), "--num-eval", str(c.num_eval)])
+                          "--num-unlabelled", str(c.num_unlabelled), "--num-eval", str(c.num_eval),
+                          "--unlabelled-questions-per-image", str(c.unlabelled_questions_per_image)])
         self.run("tokenizer", [self.py, "tools/train_tokenizer.py", "--input", str(self.data / "align.jsonl"),
                                str(self.data / "seed.jsonl"), "--output-prefix", str(self.tok.with_suffix("")),
                                "--vocab-size", str(c.tokenizer_vocab)])
@@ -280,7 +291,7 @@ class Loop:
     def execute(self) -> dict:
         c, t0 = self.cfg, time.perf_counter()
         self.data_and_tokenizer()
-        align = self.preprocess("align", [self.data / "align.jsonl"], "plain")
+        align = self.preprocess("align", [self.data / "align.jsonl"], c.align_template)
         seed = self.preprocess("seed", [self.data / "seed.jsonl"], c.chat_template)
 
         base = self.train("base", "pretrain", c.base, [align], None)
@@ -306,6 +317,8 @@ class Loop:
         for name, ckpt in models.items():
             results[name] = self.evaluate(name, ckpt)
 
+        results["comparisons"] = self.comparisons([("stage1", "sicog"), ("baseline", "sicog"),
+                                                   ("stage1", "baseline")])
         if self.scaling:
             results["scaling"] = self.scaling_curve(curated, align, seed, stage1, results["baseline"])
         results.update(self.curation_counts(curated))
@@ -313,6 +326,17 @@ class Loop:
         results["stage_seconds"] = {k: round(v, 1) for k, v in self.timings.items()}
         results["config"] = dataclasses.asdict(c)
         return results
+
+    def comparisons(self, pairs: list[tuple[str, str]]) -> dict:
+        """Paired bootstrap (items resampled) of B - A for answer accuracy and caption F1."""
+        from megatron_sicog.evaluation.significance import paired_bootstrap
+
+        out = {}
+        for a, b in pairs:
+            ma, mb = (json.loads((self.out / "eval" / f"{m}.metrics.json").read_text()) for m in (a, b))
+            out[f"{b}-{a}"] = {"accuracy": paired_bootstrap(ma, mb, "reasoning", seed=self.cfg.seed),
+                               "caption_score": paired_bootstrap(ma, mb, "caption", seed=self.cfg.seed)}
+        return out
 
     def scaling_curve(self, curated: Path, align: str, seed: str, start: Path, zero: dict) -> list[dict]:
         """Re-pretraining on growing shares of the curated data (from the same start as sicog)."""
@@ -361,6 +385,18 @@ def format_table(results: dict) -> str:
     for k in rows:
         lines.append(f"{k:<12} {results[k]['accuracy']:>9.3f} {results[k]['caption_score']:>9.3f}")
     return "\n".join(lines)
+
+
+def format_comparisons(results: dict) -> str:
+    lines = []
+    for name, cmp in results.get("comparisons", {}).items():
+        parts = []
+        for key in ("accuracy", "caption_score"):
+            r = cmp.get(key)
+            if r:
+                parts.append(f"{key} {r['difference']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]")
+        lines.append(f"{name:<18} " + "; ".join(parts))
+    return "paired bootstrap, 95% interval over eval items:\n" + "\n".join(lines) if lines else ""
 
 
 def save_plots(results: dict, out_dir: Path) -> list[Path]:
@@ -420,6 +456,7 @@ def main(argv=None) -> int:
     atomic_write_json(loop.out / "summary.json", results)
     plots = save_plots(results, loop.out)
     print("\n" + format_table(results))
+    print(format_comparisons(results))
     print(f"\n{results['curated_samples']} curated samples from {results['candidates']} candidates; "
           f"curated-answer accuracy vs hidden answers (analysis only): "
           f"{results['curated_reasoning_pseudo_label_accuracy']}")

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from megatron_sicog.loop import LoopConfig, TrainPhase, format_table, save_plots
+from megatron_sicog.loop import Loop, LoopConfig, TrainPhase, format_comparisons, format_table, save_plots
 from tests.helpers import REPO
 
 
@@ -17,6 +17,33 @@ def test_config_file_parses_and_rejects_unknown_keys(tmp_path):
     bad.write_text(json.dumps({"num_seeds": 3}))
     with pytest.raises(ValueError, match="unknown settings"):
         LoopConfig.from_json(str(bad))
+
+
+def test_phase_freezing_and_align_template_reach_the_commands(tmp_path, monkeypatch):
+    cfg = LoopConfig(output_dir=str(tmp_path / "out"), align_template="qwen2",
+                     sft=TrainPhase(iters=5, lr=1e-3, freeze_vision=True),
+                     repretrain=TrainPhase(iters=5, lr=1e-3, freeze_vision=True, freeze_projector=True))
+    loop = Loop(cfg)
+    ran = {}
+    monkeypatch.setattr(loop, "run", lambda name, cmd, nproc=1: ran.__setitem__(name, cmd))
+    loop.train("base", "pretrain", cfg.base, ["idx/align"], None)
+    loop.train("stage1", "sft", cfg.sft, ["idx/seed"], tmp_path)
+    loop.train("sicog_pretrain", "pretrain", cfg.repretrain, ["idx/align"], tmp_path)
+    assert "--freeze-vision" not in ran["train_base"]
+    assert "--freeze-vision" in ran["train_stage1"] and "--freeze-projector" not in ran["train_stage1"]
+    assert {"--freeze-vision", "--freeze-projector"} <= set(ran["train_sicog_pretrain"])
+    loop.preprocess("align", [tmp_path / "align.jsonl"], cfg.align_template)
+    cmd = ran["preprocess_align"]
+    assert cmd[cmd.index("--chat-template") + 1] == "qwen2"
+
+
+def test_comparison_lines():
+    res = {"comparisons": {"sicog-stage1": {
+        "accuracy": {"n": 600, "difference": 0.05, "ci_low": 0.01, "ci_high": 0.09, "p_not_ahead": 0.01},
+        "caption_score": None}}}
+    text = format_comparisons(res)
+    assert "sicog-stage1" in text and "accuracy +0.050 [+0.010, +0.090]" in text
+    assert format_comparisons({}) == ""
 
 
 def test_table_and_plots(tmp_path):
@@ -43,6 +70,8 @@ def test_smoke_loop_end_to_end_and_resume(tmp_path):
     for k in ("base", "stage1", "stage1_dpo", "sicog", "baseline"):
         assert set(s[k]) == {"accuracy", "caption_score"}
     assert s["candidates"] > 0 and s["curated_samples"] > 0 and s["seconds"] > 0
+    cmp = s["comparisons"]["sicog-stage1"]["accuracy"]
+    assert cmp["n"] > 0 and cmp["ci_low"] <= cmp["difference"] <= cmp["ci_high"]
     commands = (out / "commands.sh").read_text()
     training = [ln for ln in commands.splitlines() if "pretrain_sicog.py" in ln or "preprocess_data.py" in ln]
     assert training and not any("eval" in ln or "unlabelled_answers" in ln for ln in training)
