@@ -16,9 +16,10 @@ interrupted loop resumes at the first unfinished stage.
     sicog       pretrain on align + curated, then a short SFT on the seed   (the SICOG model)
     baseline    pretrain on align only (same iterations), the same SFT     (the paper's comparison)
 
-Re-pretraining starts from the stage-1 weights in this tiny setting (the paper
-re-pretrains from the base model): the long seed fine-tuning is then paid once,
-and sicog and baseline still differ only in the self-generated data.
+Where stage 3 starts is a setting (``repretrain_from``): "base" is the paper's
+recipe (re-pretrain the base model, then the full seed fine-tuning); "stage1"
+starts from the stage-1 weights and pays the long seed fine-tuning once. Either
+way sicog and baseline differ only in the self-generated data.
     eval        greedy CoD captions + CoT answers on the held-out split, tools/evaluate.py
 
 What never happens: eval data in any training command, and the unlabelled
@@ -66,8 +67,8 @@ class LoopConfig:
     # data
     num_align: int = 2000
     num_seed: int = 300
-    num_unlabelled: int = 600
-    num_eval: int = 100
+    num_unlabelled: int = 1000
+    num_eval: int = 300
     unlabelled_questions_per_image: int = 1
     image_size: int = 64
     max_objects: int = 3
@@ -78,13 +79,20 @@ class LoopConfig:
     align_template: str = "plain"
     pack_sequences: bool = True  # several short samples per sequence (block-diagonal attention)
     # training
-    base: TrainPhase = field(default_factory=lambda: TrainPhase(iters=120, lr=2e-3))
-    sft: TrainPhase = field(default_factory=lambda: TrainPhase(iters=300, lr=2e-3))  # stage 1
-    repretrain: TrainPhase = field(default_factory=lambda: TrainPhase(iters=60, lr=1e-3, warmup=6))
-    final_sft: TrainPhase = field(default_factory=lambda: TrainPhase(iters=60, lr=1e-3, warmup=6))
+    # the ViT learns from scratch in alignment pre-training and is frozen afterwards (LLaVA)
+    base: TrainPhase = field(default_factory=lambda: TrainPhase(iters=400, lr=5e-4, warmup=20))
+    sft: TrainPhase = field(default_factory=lambda: TrainPhase(iters=300, lr=5e-4, warmup=30,
+                                                               freeze_vision=True))  # stage 1
+    repretrain: TrainPhase = field(default_factory=lambda: TrainPhase(iters=150, lr=3e-4, warmup=15,
+                                                                      freeze_vision=True))
+    final_sft: TrainPhase = field(default_factory=lambda: TrainPhase(iters=60, lr=3e-4, warmup=6,
+                                                                     freeze_vision=True))
     dpo: TrainPhase = field(default_factory=lambda: TrainPhase(iters=30, lr=5e-5, global_batch_size=8,
                                                                micro_batch_size=8, warmup=3))
     dpo_beta: float = 0.1
+    # where stage 3 starts: "base" (the paper: re-pretrain the base model, then the final SFT)
+    # or "stage1" (cheaper: the stage-1 weights, then a short SFT)
+    repretrain_from: str = "stage1"
     # stage 2
     num_candidates: int = 6
     temperature: float = 0.7
@@ -94,7 +102,7 @@ class LoopConfig:
     generation_micro_batch: int = 16
     scorer: str = "embedding"
     caption_threshold: float = 0.85
-    reasoning_threshold: float = 0.6
+    reasoning_threshold: float = 1.0  # unanimous answers only
     # eval
     eval_micro_batch: int = 32
     scaling_fractions: tuple = (0.5, 1.0)
@@ -111,6 +119,8 @@ class LoopConfig:
             kw[f.name] = TrainPhase(**v) if isinstance(v, dict) else v
         if raw:
             raise ValueError(f"{path}: unknown settings {sorted(raw)}")
+        if kw.get("repretrain_from", "stage1") not in ("base", "stage1"):
+            raise ValueError(f"{path}: repretrain_from must be 'base' or 'stage1', not {kw['repretrain_from']!r}")
         if "scaling_fractions" in kw:
             kw["scaling_fractions"] = tuple(kw["scaling_fractions"])
         return cls(**kw)
@@ -305,10 +315,11 @@ class Loop:
         cur_idx = self.preprocess("curated", [curated], c.chat_template)
 
         # the SICOG model: re-pretraining on self-generated data (+ the alignment data), then fine-tuning
-        sicog_pt = self.train("sicog_pretrain", "pretrain", c.repretrain, ["0.5", align, "0.5", cur_idx], stage1)
+        start = base if c.repretrain_from == "base" else stage1
+        sicog_pt = self.train("sicog_pretrain", "pretrain", c.repretrain, ["0.5", align, "0.5", cur_idx], start)
         sicog = self.train("sicog", "sft", c.final_sft, [seed], sicog_pt)
         # the paper's comparison: the same recipe and iterations without the self-generated data
-        baseline_pt = self.train("baseline_pretrain", "pretrain", c.repretrain, [align], stage1)
+        baseline_pt = self.train("baseline_pretrain", "pretrain", c.repretrain, [align], start)
         baseline = self.train("baseline", "sft", c.final_sft, [seed], baseline_pt)
 
         models = {"base": base, "stage1": stage1, "sicog": sicog, "baseline": baseline}
@@ -320,7 +331,7 @@ class Loop:
         results["comparisons"] = self.comparisons([("stage1", "sicog"), ("baseline", "sicog"),
                                                    ("stage1", "baseline")])
         if self.scaling:
-            results["scaling"] = self.scaling_curve(curated, align, seed, stage1, results["baseline"])
+            results["scaling"] = self.scaling_curve(curated, align, seed, start, results["baseline"])
         results.update(self.curation_counts(curated))
         results["seconds"] = round(time.perf_counter() - t0, 1)
         results["stage_seconds"] = {k: round(v, 1) for k, v in self.timings.items()}
