@@ -79,13 +79,12 @@ class LoopConfig:
     align_template: str = "plain"
     pack_sequences: bool = True  # several short samples per sequence (block-diagonal attention)
     # training
-    # the ViT learns from scratch in alignment pre-training and is frozen afterwards (LLaVA)
+    # the ViT learns from scratch in (re-)pre-training and is frozen in fine-tuning (LLaVA)
     base: TrainPhase = field(default_factory=lambda: TrainPhase(iters=400, lr=5e-4, warmup=20))
     sft: TrainPhase = field(default_factory=lambda: TrainPhase(iters=300, lr=5e-4, warmup=30,
                                                                freeze_vision=True))  # stage 1
-    repretrain: TrainPhase = field(default_factory=lambda: TrainPhase(iters=150, lr=3e-4, warmup=15,
-                                                                      freeze_vision=True))
-    final_sft: TrainPhase = field(default_factory=lambda: TrainPhase(iters=60, lr=3e-4, warmup=6,
+    repretrain: TrainPhase = field(default_factory=lambda: TrainPhase(iters=150, lr=3e-4, warmup=15))
+    final_sft: TrainPhase = field(default_factory=lambda: TrainPhase(iters=150, lr=3e-4, warmup=15,
                                                                      freeze_vision=True))
     dpo: TrainPhase = field(default_factory=lambda: TrainPhase(iters=30, lr=5e-5, global_batch_size=8,
                                                                micro_batch_size=8, warmup=3))
