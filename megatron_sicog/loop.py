@@ -457,7 +457,8 @@ def main(argv=None) -> int:
     p.add_argument("--config", default=str(REPO / "examples" / "tiny" / "config.json"))
     p.add_argument("--output-dir", default=None, help="default: the config's (runs/tiny)")
     p.add_argument("--dpo", action="store_true", help="stage 1 variant: DPO on self-consistency pairs after SFT")
-    p.add_argument("--scaling", action="store_true", help="also re-pretrain on 25/50/100%% of the curated data")
+    p.add_argument("--scaling", action="store_true", help="also re-pretrain on the config's scaling_fractions of the curated data "
+                        "(default 50%% and 100%%) and plot metric vs self-generated samples")
     p.add_argument("--fresh", action="store_true", help="delete the output directory first (no resume)")
     args = p.parse_args(argv)
     cfg = LoopConfig.from_json(args.config, output_dir=args.output_dir)
