@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from megatron_sicog.model.batch import attention_mask_from_segments, collate
-from megatron_sicog.model.presets import PRESETS, add_model_args, model_args_from_flags, validate
+from megatron_sicog.model.presets import PRESETS, add_model_args, flag_conflicts, model_args_from_flags, validate
 
 IMG = 3  # the tiny preset's image-token id
 
@@ -129,6 +129,18 @@ def test_preset_flags_override_and_validation():
         validate(PRESETS["qwen2-7b-clip-l336"], tensor_model_parallel_size=8)
     with pytest.raises(ValueError, match=r"num layers 28 not divisible by pipeline-model-parallel-size 3"):
         validate(PRESETS["qwen2-7b-clip-l336"], pipeline_model_parallel_size=3)
+
+
+def test_flags_that_contradict_a_checkpoint_shape_are_named():
+    p = add_model_args(argparse.ArgumentParser())
+    tiny = PRESETS["tiny"]
+    assert flag_conflicts(p.parse_args([]), tiny) == []
+    same = p.parse_args(["--num-layers", str(tiny.language.num_layers), "--img-h", str(tiny.vision.image_size)])
+    assert flag_conflicts(same, tiny) == []
+    bad = p.parse_args(["--num-layers", "8", "--hidden-size", str(tiny.language.hidden_size), "--patch-dim", "8"])
+    assert flag_conflicts(bad, tiny) == [
+        f"--num-layers 8 (checkpoint: num_layers {tiny.language.num_layers})",
+        f"--patch-dim 8 (checkpoint: vision patch_size {tiny.vision.patch_size})"]
 
 
 @pytest.mark.gpu

@@ -177,6 +177,21 @@ def model_args_from_flags(args: argparse.Namespace, vocab_size: Optional[int] = 
     return out
 
 
+def flag_conflicts(args: argparse.Namespace, m: ModelArgs) -> list[str]:
+    """Shape flags given on the command line that disagree with `m` (a checkpoint's shape).
+
+    A run that starts from a checkpoint takes the checkpoint's shape; a flag that
+    says otherwise is a mistake to report, not a setting to drop silently.
+    """
+    out = []
+    for table, part, prefix in ((_LM_FLAGS, m.language, ""), (_VISION_FLAGS, m.vision, "vision ")):
+        for flag, name in table.items():
+            given = getattr(args, flag, None)
+            if given is not None and given != getattr(part, name):
+                out.append(f"--{flag.replace('_', '-')} {given} (checkpoint: {prefix}{name} {getattr(part, name)})")
+    return out
+
+
 def padded_vocab_size(vocab_size: int, divisible_by: int, tensor_model_parallel_size: int) -> int:
     """Megatron's rule: pad the vocab to a multiple of divisible_by * TP."""
     multiple = divisible_by * tensor_model_parallel_size

@@ -30,7 +30,7 @@ from megatron_sicog import runtime
 from megatron_sicog.model import sharding
 from megatron_sicog.model.batch import collate
 from megatron_sicog.model.llava import SicogModel, build_model
-from megatron_sicog.model.presets import ModelArgs, model_args_from_flags, validate
+from megatron_sicog.model.presets import ModelArgs, flag_conflicts, model_args_from_flags, validate
 from megatron_sicog.training import checkpointing as ckpt
 from megatron_sicog.training.arguments import parse_args, validate_args
 from megatron_sicog.data.sampler import ResumableDataLoader
@@ -100,6 +100,10 @@ class Trainer:
         source = a.load if a.load and ckpt.read_tracker(a.load) is not None else a.pretrained_checkpoint
         if source:
             m = ckpt.model_args_from_dict(ckpt.read_meta(source)["model_args"])
+            conflicts = flag_conflicts(a, m)
+            if conflicts:
+                raise ValueError(f"the checkpoint {source} fixes the model's shape; these flags disagree with it: "
+                                 + "; ".join(conflicts))
             if vocab is not None and vocab > m.language.vocab_size:
                 raise ValueError(f"tokenizer has {vocab} tokens but the checkpoint {source} was built for "
                                  f"{m.language.vocab_size}")
