@@ -118,11 +118,16 @@ class LoopConfig:
             kw[f.name] = TrainPhase(**v) if isinstance(v, dict) else v
         if raw:
             raise ValueError(f"{path}: unknown settings {sorted(raw)}")
-        if kw.get("repretrain_from", "stage1") not in ("base", "stage1"):
-            raise ValueError(f"{path}: repretrain_from must be 'base' or 'stage1', not {kw['repretrain_from']!r}")
         if "scaling_fractions" in kw:
             kw["scaling_fractions"] = tuple(kw["scaling_fractions"])
-        return cls(**kw)
+        try:
+            return cls(**kw)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+
+    def __post_init__(self) -> None:
+        if self.repretrain_from not in ("base", "stage1"):
+            raise ValueError(f"repretrain_from must be 'base' or 'stage1', not {self.repretrain_from!r}")
 
 
 class StageFailed(RuntimeError):
@@ -143,6 +148,7 @@ class Loop:
         self.tok = self.out / "tokenizer" / "sp.model"
         self.py = sys.executable
         self.timings: dict[str, float] = {}
+        self.metrics: dict[str, dict] = {}  # tools/evaluate.py output per evaluated model
         self.commands = self.out / "commands.sh"
         if not self.commands.exists():
             self.commands.write_text("#!/usr/bin/env bash\n# Every command of the SICOG loop, in order "
@@ -275,7 +281,7 @@ class Loop:
         metrics = self.out / "eval" / f"{name}.metrics.json"
         self.run(f"score_{name}", [self.py, "tools/evaluate.py", "--predictions", str(preds),
                                    "--ground-truth", str(self.data / "eval.jsonl"), "--output", str(metrics)])
-        m = json.loads(metrics.read_text())
+        m = self.metrics[name] = json.loads(metrics.read_text())
         return {"accuracy": m["reasoning"]["accuracy"], "caption_score": m["caption"]["f1"]}
 
     def _eval_inputs(self) -> tuple[Path, Path]:
@@ -343,7 +349,7 @@ class Loop:
 
         out = {}
         for a, b in pairs:
-            ma, mb = (json.loads((self.out / "eval" / f"{m}.metrics.json").read_text()) for m in (a, b))
+            ma, mb = self.metrics[a], self.metrics[b]
             out[f"{b}-{a}"] = {"accuracy": paired_bootstrap(ma, mb, "reasoning", seed=self.cfg.seed),
                                "caption_score": paired_bootstrap(ma, mb, "caption", seed=self.cfg.seed)}
         return out
@@ -457,7 +463,8 @@ def main(argv=None) -> int:
     p.add_argument("--config", default=str(REPO / "examples" / "tiny" / "config.json"))
     p.add_argument("--output-dir", default=None, help="default: the config's (runs/tiny)")
     p.add_argument("--dpo", action="store_true", help="stage 1 variant: DPO on self-consistency pairs after SFT")
-    p.add_argument("--scaling", action="store_true", help="also re-pretrain on the config's scaling_fractions of the curated data "
+    p.add_argument("--scaling", action="store_true",
+                   help="also re-pretrain on the config's scaling_fractions of the curated data "
                         "(default 50%% and 100%%) and plot metric vs self-generated samples")
     p.add_argument("--fresh", action="store_true", help="delete the output directory first (no resume)")
     args = p.parse_args(argv)

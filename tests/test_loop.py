@@ -17,6 +17,9 @@ def test_config_file_parses_and_rejects_unknown_keys(tmp_path):
     bad.write_text(json.dumps({"num_seeds": 3}))
     with pytest.raises(ValueError, match="unknown settings"):
         LoopConfig.from_json(str(bad))
+    bad.write_text(json.dumps({"repretrain_from": "stage2"}))
+    with pytest.raises(ValueError, match="bad.json: repretrain_from must be 'base' or 'stage1'"):
+        LoopConfig.from_json(str(bad))
 
 
 def test_phase_freezing_and_align_template_reach_the_commands(tmp_path, monkeypatch):
