@@ -67,6 +67,21 @@ def test_shuffle_deterministic_and_epochs(two_sets):
     assert seq1[:200] != seq1[200:400]
 
 
+def test_shuffle_does_not_depend_on_the_checkout_location(two_sets, tmp_path):
+    import shutil
+
+    from megatron_sicog.data.dataset import build_train_valid_datasets
+
+    a, _ = two_sets
+    moved = tmp_path / "elsewhere" / "a"
+    moved.parent.mkdir()
+    for ext in (".bin", ".idx"):
+        shutil.copy(a + ext, str(moved) + ext)
+    t1, _ = build_train_valid_datasets(a, 64, 5, 300, 0, split="100,0")
+    t2, _ = build_train_valid_datasets(str(moved), 64, 5, 300, 0, split="100,0")
+    assert [_doc_id(t1[i]) for i in range(300)] == [_doc_id(t2[i]) for i in range(300)]
+
+
 def test_sample_fields_and_truncation(two_sets):
     from megatron_sicog.data.dataset import build_train_valid_datasets
 

@@ -4,7 +4,9 @@
   ``BlendedMegatronDatasetBuilder`` builds it per ``--data-path`` prefix and
   split and mixes several with ``BlendedDataset`` by weight.
 * Shuffling is deterministic: epoch ``e`` of a dataset is a permutation drawn
-  from ``(random_seed, e, crc32(path), split)``; as many epochs as
+  from ``(random_seed, e, crc32(file name), split)`` (the prefix's name, not
+  its directory, so a run's order does not depend on where it is checked out);
+  as many epochs as
   ``num_samples`` needs are laid end to end.
 * ``pack=True`` packs consecutive samples of the shuffled order greedily into
   sequences of at most ``sequence_length`` tokens (images counted as
@@ -23,6 +25,7 @@ from __future__ import annotations
 import logging
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import List, Optional, Sequence, Union
 
 import numpy as np
@@ -98,7 +101,7 @@ class SICOGDataset(MegatronDataset):
             raise ValueError(f"{dataset_path}: the {index_split.name} split has no documents but "
                              f"{num_samples} samples were requested (check --split)")
         self.lengths = effective_lengths(dataset, config.image_seq_length)
-        seed_parts = [config.random_seed, zlib.crc32(str(dataset_path).encode()), index_split.value]
+        seed_parts = [config.random_seed, zlib.crc32(Path(dataset_path).name.encode()), index_split.value]
         target = num_samples if num_samples else None
         orders, bounds, n_seq, epoch = [], [], 0, 0
         while len(indices):
