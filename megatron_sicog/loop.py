@@ -56,6 +56,7 @@ class TrainPhase:
     # LLaVA-style freezing (--freeze-vision / --freeze-projector) for this phase
     freeze_vision: bool = False
     freeze_projector: bool = False
+    vision_lr: Optional[float] = None  # --vision-lr: the vision encoder's own peak lr (default: lr)
 
 
 @dataclass
@@ -202,6 +203,8 @@ class Loop:
             cmd += ["--freeze-vision"]
         if phase.freeze_projector:
             cmd += ["--freeze-projector"]
+        if phase.vision_lr is not None and not phase.freeze_vision:
+            cmd += ["--vision-lr", phase.vision_lr]
         if c.pack_sequences and stage != "dpo":
             cmd += ["--pack-sequences"]
         if stage == "dpo":

@@ -5,6 +5,9 @@
   optimizer shards state over DP ranks on NCCL).
 * `build_optimizer`: `get_megatron_optimizer` (Adam, gradient clipping by
   total norm — runtime.py makes the clip step work on the CPU).
+  ``--vision-lr`` puts the vision encoder's parameters in their own parameter
+  group through megatron-core's ``config_overrides`` (name pattern
+  ``*vision.*``), on top of its standard no-weight-decay group for biases.
 * `build_scheduler`: megatron's `OptimizerParamScheduler`, stepped once per
   iteration (warmup / decay counted in iterations).
 """
@@ -13,6 +16,8 @@ from __future__ import annotations
 import torch
 from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
 from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
+from megatron.core.optimizer import get_standard_config_overrides
+from megatron.core.optimizer.optimizer_config import ParamKey
 from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 from megatron.core.transformer.module import Float16Module
 
@@ -50,7 +55,22 @@ def build_optimizer(ddp_models, args):
         use_distributed_optimizer=args.use_distributed_optimizer,
         initial_loss_scale=2 ** 16,  # fp16: dynamic loss scaling (loss_scale=None)
     )
-    return get_megatron_optimizer(cfg, ddp_models)
+    return get_megatron_optimizer(cfg, ddp_models, config_overrides=param_group_overrides(cfg, args))
+
+
+# parameter names seen by the optimizer: "module.vision.decoder.layers.0...." (DDP-wrapped)
+VISION_PARAMS = "*vision.*"
+
+
+def param_group_overrides(cfg: OptimizerConfig, args):
+    """megatron-core's standard overrides, plus --vision-lr for the vision encoder (None: no change)."""
+    vision_lr = getattr(args, "vision_lr", None)
+    if vision_lr is None or vision_lr == args.lr:
+        return None  # megatron-core's default param groups
+    overrides = get_standard_config_overrides(config=cfg)
+    ratio = args.min_lr / args.lr if args.lr else 0.0
+    overrides[ParamKey(name=VISION_PARAMS)] = {"max_lr": vision_lr, "min_lr": vision_lr * ratio}
+    return overrides
 
 
 def build_scheduler(optimizer, args) -> OptimizerParamScheduler:
