@@ -465,13 +465,16 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="Run the tiny end-to-end SICOG loop (CPU, no downloads).")
     p.add_argument("--config", default=str(REPO / "examples" / "tiny" / "config.json"))
     p.add_argument("--output-dir", default=None, help="default: the config's (runs/tiny)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="the config's seed replaced (data, weights and order); pool several seeds' "
+                        "output directories with tools/compare_runs.py")
     p.add_argument("--dpo", action="store_true", help="stage 1 variant: DPO on self-consistency pairs after SFT")
     p.add_argument("--scaling", action="store_true",
                    help="also re-pretrain on the config's scaling_fractions of the curated data "
                         "(default 50%% and 100%%) and plot metric vs self-generated samples")
     p.add_argument("--fresh", action="store_true", help="delete the output directory first (no resume)")
     args = p.parse_args(argv)
-    cfg = LoopConfig.from_json(args.config, output_dir=args.output_dir)
+    cfg = LoopConfig.from_json(args.config, output_dir=args.output_dir, seed=args.seed)
     loop = Loop(cfg, dpo=args.dpo, scaling=args.scaling, fresh=args.fresh)
     results = loop.execute()
     atomic_write_json(loop.out / "summary.json", results)

@@ -13,6 +13,7 @@ def test_config_file_parses_and_rejects_unknown_keys(tmp_path):
     cfg = LoopConfig.from_json(str(REPO / "examples" / "tiny" / "config.json"))
     assert isinstance(cfg.base, TrainPhase) and cfg.num_candidates == 6
     assert cfg.temperature == 0.7 and cfg.top_p == 0.9  # the paper's sampling
+    assert cfg == LoopConfig()  # the shipped config is the documented default, field by field
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"num_seeds": 3}))
     with pytest.raises(ValueError, match="unknown settings"):
@@ -25,7 +26,8 @@ def test_config_file_parses_and_rejects_unknown_keys(tmp_path):
 def test_phase_freezing_and_align_template_reach_the_commands(tmp_path, monkeypatch):
     cfg = LoopConfig(output_dir=str(tmp_path / "out"), align_template="qwen2",
                      sft=TrainPhase(iters=5, lr=1e-3, freeze_vision=True),
-                     repretrain=TrainPhase(iters=5, lr=1e-3, freeze_vision=True, freeze_projector=True))
+                     repretrain=TrainPhase(iters=5, lr=1e-3, freeze_vision=True, freeze_projector=True),
+                     base=TrainPhase(iters=5, lr=1e-3, vision_lr=2e-4))
     loop = Loop(cfg)
     ran = {}
     monkeypatch.setattr(loop, "run", lambda name, cmd, nproc=1: ran.__setitem__(name, cmd))
@@ -33,6 +35,8 @@ def test_phase_freezing_and_align_template_reach_the_commands(tmp_path, monkeypa
     loop.train("stage1", "sft", cfg.sft, ["idx/seed"], tmp_path)
     loop.train("sicog_pretrain", "pretrain", cfg.repretrain, ["idx/align"], tmp_path)
     assert "--freeze-vision" not in ran["train_base"]
+    assert ran["train_base"][ran["train_base"].index("--vision-lr") + 1] == "0.0002"
+    assert "--vision-lr" not in ran["train_stage1"]
     assert "--freeze-vision" in ran["train_stage1"] and "--freeze-projector" not in ran["train_stage1"]
     assert {"--freeze-vision", "--freeze-projector"} <= set(ran["train_sicog_pretrain"])
     loop.preprocess("align", [tmp_path / "align.jsonl"], cfg.align_template)
@@ -83,3 +87,22 @@ def test_smoke_loop_end_to_end_and_resume(tmp_path):
     p2 = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert p2.returncode == 0 and "[skip] train_sicog" in p2.stdout
     assert json.loads((out / "summary.json").read_text())["sicog"] == s["sicog"]
+
+
+def test_main_seed_and_output_dir_override_the_config(tmp_path, monkeypatch):
+    import megatron_sicog.loop as loop_mod
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_loop(cfg, **kw):
+        seen["cfg"] = cfg
+        raise Stop
+
+    monkeypatch.setattr(loop_mod, "Loop", fake_loop)
+    with pytest.raises(Stop):
+        loop_mod.main(["--seed", "4321", "--output-dir", str(tmp_path / "s4321")])
+    assert seen["cfg"].seed == 4321 and seen["cfg"].output_dir == str(tmp_path / "s4321")
+    assert seen["cfg"].num_seed == LoopConfig().num_seed  # everything else from the config
