@@ -81,7 +81,7 @@ class LoopConfig:
     pack_sequences: bool = True  # several short samples per sequence (block-diagonal attention)
     # training
     # the ViT learns from scratch in (re-)pre-training and is frozen in fine-tuning (LLaVA)
-    base: TrainPhase = field(default_factory=lambda: TrainPhase(iters=400, lr=5e-4, warmup=20))
+    base: TrainPhase = field(default_factory=lambda: TrainPhase(iters=800, lr=5e-4, warmup=20))
     sft: TrainPhase = field(default_factory=lambda: TrainPhase(iters=300, lr=5e-4, warmup=30,
                                                                freeze_vision=True))  # stage 1
     repretrain: TrainPhase = field(default_factory=lambda: TrainPhase(iters=150, lr=3e-4, warmup=15))
