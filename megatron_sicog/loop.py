@@ -203,7 +203,7 @@ class Loop:
             cmd += ["--freeze-vision"]
         if phase.freeze_projector:
             cmd += ["--freeze-projector"]
-        if phase.vision_lr is not None and not phase.freeze_vision:
+        if phase.vision_lr is not None:  # a frozen ViT has no parameter group: the flag is then inert
             cmd += ["--vision-lr", phase.vision_lr]
         if c.pack_sequences and stage != "dpo":
             cmd += ["--pack-sequences"]

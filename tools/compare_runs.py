@@ -49,9 +49,11 @@ def _metrics(run: Path, model: str) -> dict:
 
 
 def compare(runs: list[Path], pairs: list[tuple[str, str]], samples: int = 2000, seed: int = 0) -> dict:
+    models = {m for pair in pairs for m in pair}
+    metrics = {(r, m): _metrics(r, m) for r in runs for m in sorted(models)}  # each file read once
     out = {"runs": [str(r) for r in runs], "comparisons": {}}
     for a, b in pairs:
-        loaded = [(_metrics(r, a), _metrics(r, b)) for r in runs]
+        loaded = [(metrics[r, a], metrics[r, b]) for r in runs]
         out["comparisons"][f"{b}-{a}"] = {
             key: pooled_paired_bootstrap(loaded, task, samples=samples, seed=seed) for key, task in TASKS.items()}
     return out

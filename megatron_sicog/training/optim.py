@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import torch
 from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
-from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
-from megatron.core.optimizer import get_standard_config_overrides
+from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer, get_standard_config_overrides
 from megatron.core.optimizer.optimizer_config import ParamKey
 from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 from megatron.core.transformer.module import Float16Module
@@ -64,12 +63,11 @@ VISION_PARAMS = "*vision.*"
 
 def param_group_overrides(cfg: OptimizerConfig, args):
     """megatron-core's standard overrides, plus --vision-lr for the vision encoder (None: no change)."""
-    vision_lr = getattr(args, "vision_lr", None)
-    if vision_lr is None or vision_lr == args.lr:
+    if args.vision_lr is None or args.vision_lr == args.lr:
         return None  # megatron-core's default param groups
     overrides = get_standard_config_overrides(config=cfg)
     ratio = args.min_lr / args.lr if args.lr else 0.0
-    overrides[ParamKey(name=VISION_PARAMS)] = {"max_lr": vision_lr, "min_lr": vision_lr * ratio}
+    overrides[ParamKey(name=VISION_PARAMS)] = {"max_lr": args.vision_lr, "min_lr": args.vision_lr * ratio}
     return overrides
 
 
