@@ -11,10 +11,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Union
+
+from megatron_sicog.guards import fsync_dir, make_temp
 
 try:  # orjson is ~5x faster on the hot paths (millions of records)
     import orjson
@@ -95,16 +96,18 @@ def iter_records(path: Union[str, Path]) -> Iterator[tuple[int, Union[dict, Reco
 def atomic_path(path: Union[str, Path], suffix: str = ""):
     """Yield a temp path next to `path`; on success rename it onto `path`.
 
+    The temp file has the umask's mode (0644), and temp files of `path` left by
+    killed runs are removed first (`guards.make_temp`).
+
     On any exception (or KeyboardInterrupt/SIGTERM raised as an exception) the
     temp file is removed and `path` is untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = make_temp(path, suffix + ".tmp")
     try:
-        yield Path(tmp)
+        yield tmp
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

@@ -220,7 +220,7 @@ class Loop:
             "--tokenizer-type", "SentencePieceTokenizer", "--tokenizer-model", str(self.tok),
             "--chat-template", template, "--output-prefix", str(prefix), "--seq-length", str(c.seq_length),
             "--image-seq-length", str(self._num_patches()), "--overlong", "drop", "--workers", "0",
-            "--no-progress"])
+            "--no-progress", "--overwrite"])  # a stage without its marker is redone whole
         return str(prefix)
 
     def generate(self, name: str, ckpt: Path, inputs: Path, mode: str, n: int, temperature: float,
@@ -266,7 +266,7 @@ class Loop:
             self.py, "tools/curate.py", "--input", str(caps), str(qas), "--output", str(curated),
             "--preference-output", str(pairs), "--report-dir", str(self.out / f"curation{tag}"),
             "--scorer", c.scorer, "--caption-threshold", str(c.caption_threshold),
-            "--reasoning-threshold", str(c.reasoning_threshold), "--seed", str(c.seed)])
+            "--reasoning-threshold", str(c.reasoning_threshold), "--seed", str(c.seed), "--overwrite"])
         return curated, pairs
 
     def evaluate(self, name: str, ckpt: Path) -> dict:

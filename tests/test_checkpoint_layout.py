@@ -48,5 +48,5 @@ def test_load_model_weights_reshards(tmp_path, canonical, mcore):
 
 
 def test_missing_tracker_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="not a checkpoint directory"):
+    with pytest.raises(ckpt.CheckpointError, match="not a checkpoint directory"):
         ckpt.load_canonical(tmp_path)

@@ -290,7 +290,7 @@ def test_cli(tmp_path):
     missing = subprocess.run([sys.executable, "tools/curate.py", "--input", str(tmp_path / "nope.jsonl"),
                               "--output", str(tmp_path / "x.jsonl"), "--scorer", "lexical"],
                              cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert missing.returncode == 2 and "not found" in missing.stderr
+    assert missing.returncode == 2 and "--input" in missing.stderr and "nope.jsonl: no such file" in missing.stderr
 
 
 def test_progress_bar(tmp_path, capsys):

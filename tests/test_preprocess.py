@@ -206,7 +206,7 @@ def test_bad_input_skip(sp_model, corpus, tmp_path, capsys):
 def test_bad_input_fail(sp_model, corpus, tmp_path, capsys):
     path, expected, _ = _bad_corpus(tmp_path, corpus)
     (tmp_path / "out.bin").write_bytes(b"old")  # an earlier output must survive untouched
-    assert _run(sp_model, [path], tmp_path / "out", "--on-error", "fail", image_root=corpus[1]) == 1
+    assert _run(sp_model, [path], tmp_path / "out", "--on-error", "fail", "--overwrite", image_root=corpus[1]) == 2
     err = capsys.readouterr().err
     assert f"{path}:{min(expected)}: malformed JSON" in err
     assert (tmp_path / "out.bin").read_bytes() == b"old"

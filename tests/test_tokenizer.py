@@ -1,6 +1,8 @@
 """Tokenizer layer and chat templates: ids, loss masks, prompts, both backends."""
 import pytest
 
+from megatron_sicog.guards import UsageError
+
 from megatron_sicog.data.chat_template import (
     TEMPLATES,
     encode_conversation,
@@ -132,7 +134,10 @@ def test_bad_conversations(tok, conv, msg):
 def test_unknown_names(tmp_path):
     with pytest.raises(ValueError, match="unsupported --tokenizer-type"):
         build_tokenizer("GPT2BPETokenizer", tmp_path)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(UsageError, match="--tokenizer-model .*missing.model: no such file"):
         build_tokenizer("SentencePieceTokenizer", tmp_path / "missing.model")
+    (tmp_path / "junk.model").write_bytes(b"not a model")
+    with pytest.raises(UsageError, match="junk.model is not a SentencePieceTokenizer model"):
+        build_tokenizer("SentencePieceTokenizer", tmp_path / "junk.model")
     with pytest.raises(ValueError, match="unknown chat template"):
         encode_conversation(None, CONV, "vicuna")

@@ -25,6 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from megatron_sicog.guards import UsageError, add_debug_flag, debug_requested  # noqa: E402
+from megatron_sicog.training.checkpointing import add_allow_pickle_flag, allow_pickle  # noqa: E402
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -50,8 +53,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     b.add_argument("--max-shard-size", default="5GB", help="e.g. 5GB, 500MB, 2GiB (default 5GB)")
     b.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=None, help="default: as stored")
     b.add_argument("--tokenizer-path", default=None, help="default: the checkpoint's tokenizer/ directory")
+    add_allow_pickle_flag(b)
     for q in (a, b):
         q.add_argument("--no-progress", action="store_true", help="no progress bar")
+        add_debug_flag(q)
     args = p.parse_args(argv)
     if args.command == "hf-to-megatron" and not args.hf_path and not (args.vision_path and args.language_path):
         a.error("give --hf-path, or both --vision-path and --language-path")
@@ -65,6 +70,7 @@ def main(argv=None) -> Path:
     from megatron_sicog.conversion.hf_mapping import ConversionError
 
     t0 = time.time()
+    allow_pickle(getattr(args, "allow_pickle", False))
     try:
         if args.command == "hf-to-megatron":
             from megatron_sicog.conversion.hf_import import import_hf
@@ -80,7 +86,9 @@ def main(argv=None) -> Path:
             out = export_hf(args.load, args.save, max_shard_size=args.max_shard_size, dtype=args.dtype,
                             tokenizer_path=args.tokenizer_path, iteration=args.iteration,
                             progress=not args.no_progress)
-    except (ConversionError, FileNotFoundError, FileExistsError) as e:
+    except (ConversionError, FileNotFoundError, FileExistsError, UsageError) as e:
+        if debug_requested(argv):
+            raise
         print(f"convert_checkpoint {args.command}: error: {e}", file=sys.stderr)
         sys.exit(2)
     print(f"{args.command}: wrote {out} in {time.time() - t0:.1f}s")

@@ -24,14 +24,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
 
-try:
-    import megatron_sicog  # noqa: F401
-except ImportError:  # run from a checkout without the package installed
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package, like the other tools
+
+from megatron_sicog.guards import UsageError, add_debug_flag, add_overwrite_flag, check_outputs, cli  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,14 +58,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-items", type=int, default=1024, help="items scored per encode call")
     p.add_argument("--device", default=None, help="encoder device (default: CUDA when available)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_overwrite_flag(p)
+    add_debug_flag(p)
     return p
 
 
-def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def check_args(args) -> None:
+    """Every flag and path checked before a model is loaded or a record read."""
+    for flag in ("threshold", "caption_threshold", "reasoning_threshold"):
+        v = getattr(args, flag)
+        if v is not None and not (math.isfinite(v) and 0.0 <= v <= 1.0):
+            raise UsageError(f"--{flag.replace('_', '-')} must be a number in [0, 1], got {v}")
+    for flag in ("min_candidates", "batch_size", "chunk_items"):
+        if getattr(args, flag) < 1:
+            raise UsageError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
     if args.embedding_model and args.scorer != "embedding":
-        parser.error("--embedding-model needs --scorer embedding")
+        raise UsageError("--embedding-model needs --scorer embedding")
+    for p in args.input:
+        if not Path(p).is_file():
+            raise UsageError(f"--input {p}: no such file")
+    from megatron_sicog.curation.pipeline import errors_path_for
+
+    check_outputs({"--input": args.input},
+                  {"--output": args.output, "--preference-output": args.preference_output,
+                   "--errors-output": args.errors_output or errors_path_for(args.output)},
+                  overwrite=args.overwrite)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    check_args(args)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models are local: never reach for a hub
     from megatron_sicog.curation import curate
 
@@ -98,4 +120,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli("curate", main))

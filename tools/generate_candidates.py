@@ -18,8 +18,12 @@ Input: LLaVA records (``--input``: JSONL or JSON list; ``image`` relative to
 ``--image-root`` (id = relative path). Output: one candidate record per input
 (``{"id", "image", "task", "prompt", "candidates", "reference"?}``), appended
 and flushed batch by batch; bad input goes to ``<output>.errors.jsonl`` with
-``file:line`` and the reason, and the run continues. ``--resume`` skips ids
-already in ``--output`` (a truncated last line from a kill is cut off first).
+``file:line`` and the reason, and the run continues. An existing ``--output``
+is continued with ``--resume`` (ids already there are skipped; damaged lines,
+such as a truncated last line from a kill, are removed first, atomically) or
+replaced with ``--overwrite``; otherwise the run refuses to start. Flags,
+files and the checkpoint are checked before the model is loaded: a mistake is
+one line naming the flag or file, exit status 2.
 
 Splitting: record i goes to shard ``i % S`` with S = ``--num-shards`` x
 data-parallel size (world / TP); each data-parallel rank of a multi-process
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import shutil
 import sys
@@ -39,7 +44,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from megatron_sicog.io import dumps, iter_records, loads  # noqa: E402
+from megatron_sicog.guards import (UsageError, add_debug_flag, add_image_root_flags,  # noqa: E402
+                                   add_overwrite_flag, check_outputs, cli)
+from megatron_sicog.io import atomic_path, dumps, iter_records, loads  # noqa: E402
+from megatron_sicog.training.checkpointing import add_allow_pickle_flag  # noqa: E402
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff")
 log = logging.getLogger("generate_candidates")
@@ -59,6 +67,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="no checkpoint: random weights of --model-preset (smoke tests, benchmarks)")
     g.add_argument("--tensor-model-parallel-size", type=int, default=1)
     g.add_argument("--pipeline-model-parallel-size", type=int, default=1)
+    add_allow_pickle_flag(g)
     add_model_args(p)
     g = p.add_argument_group("tokenizer")
     g.add_argument("--tokenizer-type", default=None, choices=TOKENIZER_TYPES,
@@ -68,9 +77,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="default: the checkpoint's, else qwen2")
     g = p.add_argument_group("data")
     g.add_argument("--input", nargs="*", default=None, help="LLaVA record files; omit to use every image")
-    g.add_argument("--image-root", default=None)
+    add_image_root_flags(g)
     g.add_argument("--output", required=True, help="candidate records (JSONL)")
     g.add_argument("--resume", action="store_true", help="append, skipping ids already in --output")
+    add_overwrite_flag(g)
     g.add_argument("--shard-index", type=int, default=None, help="default: $SLURM_ARRAY_TASK_ID or 0")
     g.add_argument("--num-shards", type=int, default=None, help="default: $SLURM_ARRAY_TASK_COUNT or 1")
     g.add_argument("--limit", type=int, default=None, help="stop after this many input records (per shard)")
@@ -84,6 +94,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--micro-batch-size", type=int, default=8, help="prompts per batch")
     g.add_argument("--seed", type=int, default=1234)
     g.add_argument("--no-progress", action="store_true")
+    add_debug_flag(p)
     a = p.parse_args(argv)
     sources = sum(bool(x) for x in (a.load, a.hf_path, a.random_init))
     if sources != 1:
@@ -100,7 +111,36 @@ def parse_args(argv=None) -> argparse.Namespace:
         a.num_shards = int(os.environ.get("SLURM_ARRAY_TASK_COUNT", 1))
     if not 0 <= a.shard_index < a.num_shards:
         p.error(f"--shard-index {a.shard_index} outside [0, --num-shards {a.num_shards})")
+    if a.resume and a.overwrite:
+        p.error("--resume continues --output, --overwrite replaces it: give one")
     return a
+
+
+def check_args(a) -> None:
+    """Flags, files and checkpoint, before any model is loaded (UsageError naming the flag or file)."""
+    for flag, low in (("num_candidates", 1), ("max_new_tokens", 1), ("micro_batch_size", 1), ("top_k", 0)):
+        if getattr(a, flag) < low:
+            raise UsageError(f"--{flag.replace('_', '-')} must be >= {low}, got {getattr(a, flag)}")
+    if a.limit is not None and a.limit < 1:
+        raise UsageError(f"--limit must be >= 1, got {a.limit}")
+    if not (math.isfinite(a.temperature) and a.temperature >= 0):
+        raise UsageError(f"--temperature must be a finite number >= 0 (0 = greedy), got {a.temperature}")
+    if not (math.isfinite(a.top_p) and 0 < a.top_p <= 1):
+        raise UsageError(f"--top-p must be in (0, 1], got {a.top_p}")
+    for path in a.input or []:
+        if not Path(path).is_file():
+            raise UsageError(f"--input {path}: no such file")
+    if a.image_root is not None and not Path(a.image_root).is_dir():
+        raise UsageError(f"--image-root {a.image_root} is not a directory")
+    if a.hf_path is not None and not Path(a.hf_path).is_dir():
+        raise UsageError(f"--hf-path {a.hf_path} is not a directory")
+    if a.tokenizer_model is not None and not Path(a.tokenizer_model).exists():
+        raise UsageError(f"--tokenizer-model {a.tokenizer_model}: no such file or directory")
+    if a.load:
+        from megatron_sicog.training import checkpointing as ckpt
+
+        ckpt.read_meta(a.load, a.iteration)  # CheckpointError: not a checkpoint / missing iteration
+    check_outputs({"--input": a.input or []}, {"--output": a.output}, overwrite=a.overwrite, resume=a.resume)
 
 
 # -- inputs ------------------------------------------------------------------------
@@ -131,24 +171,41 @@ def shard(stream, index: int, count: int, limit=None):
 
 
 def done_ids(path: Path) -> set:
-    """Ids already written; a partial last line (killed mid-write) is truncated away."""
+    """Ids already written. Damaged lines (a partial last line of a killed run, a line that is not a
+    candidate record) are removed from the file, atomically, and their records are redone."""
     if not path.exists():
         return set()
     data = path.read_bytes()
-    end = data.rfind(b"\n") + 1
-    if end < len(data):
-        with open(path, "r+b") as f:
-            f.truncate(end)
-        log.warning(f"{path}: dropped a truncated last line ({len(data) - end} bytes)")
-    out = set()
-    for lineno, line in enumerate(data[:end].splitlines(), start=1):
+    lines = data.split(b"\n")
+    out, keep, damaged = set(), [], []
+    for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            out.add(str(loads(line)["id"]))
+            rec = loads(line)
+            rid = str(rec["id"])
+            if not isinstance(rec.get("candidates"), list):
+                raise ValueError("no 'candidates' list")
         except Exception as e:  # noqa: BLE001 - a damaged line: its record is generated again
-            log.warning(f"{path}:{lineno}: unreadable output line ({e}); its record will be redone")
+            damaged.append(f"{lineno} ({str(e).splitlines()[0][:80] if str(e) else type(e).__name__})")
+            continue
+        out.add(rid)
+        keep.append(line)
+    if damaged or (data and not data.endswith(b"\n")):
+        write_lines_atomic(path, keep)
+        if damaged:
+            log.warning(f"{path}: removed {len(damaged)} damaged line(s) (line {', '.join(damaged[:5])}); "
+                        "their records will be generated again")
     return out
+
+
+def write_lines_atomic(path: Path, lines: list) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            for line in lines:
+                f.write(line + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
 
 
 # -- model ---------------------------------------------------------------------------
@@ -172,17 +229,17 @@ def load_model_and_tokenizer(a, tmp_dir: Path):
     if tok_model is None and meta.get("tokenizer_dir"):
         tok_type, tok_model = tok_type or "HuggingFaceTokenizer", str(Path(load) / meta["tokenizer_dir"])
     if not tok_type or not tok_model:
-        raise SystemExit("no tokenizer: pass --tokenizer-type and --tokenizer-model (the checkpoint names none)")
+        raise UsageError("no tokenizer: pass --tokenizer-type and --tokenizer-model (the checkpoint names none)")
     tokenizer = build_tokenizer(tok_type, tok_model)
     if "model_args" in meta:
         margs = ckpt.model_args_from_dict(meta["model_args"])
     else:
         margs = model_args_from_flags(a, vocab_size=tokenizer.vocab_size, image_token_id=tokenizer.image_token_id)
     if tokenizer.image_token_id != margs.image_token_id:
-        raise SystemExit(f"tokenizer's <image> id {tokenizer.image_token_id} != the model's image token id "
+        raise UsageError(f"tokenizer's <image> id {tokenizer.image_token_id} != the model's image token id "
                          f"{margs.image_token_id}: wrong --tokenizer-model for this checkpoint?")
     if tokenizer.vocab_size > margs.language.vocab_size:
-        raise SystemExit(f"tokenizer has {tokenizer.vocab_size} tokens, the model's vocabulary "
+        raise UsageError(f"tokenizer has {tokenizer.vocab_size} tokens, the model's vocabulary "
                          f"{margs.language.vocab_size}")
     model = build_model(margs).eval()
     if load:
@@ -194,6 +251,10 @@ def load_model_and_tokenizer(a, tmp_dir: Path):
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     a = parse_args(argv)
+    check_args(a)
+    from megatron_sicog.training.checkpointing import allow_pickle
+
+    allow_pickle(a.allow_pickle)
     from megatron.core import parallel_state
     from tqdm import tqdm
 
@@ -222,7 +283,7 @@ def main(argv=None) -> int:
         sampling=SamplingParams(temperature=a.temperature, top_p=a.top_p if a.temperature > 0 else 1.0,
                                 top_k=a.top_k if a.temperature > 0 else 0),
         max_new_tokens=a.max_new_tokens, seed=a.seed, chat_template=template, image_root=a.image_root,
-        micro_batch_size=a.micro_batch_size)
+        allow_outside_image_root=a.allow_outside_image_root, micro_batch_size=a.micro_batch_size)
 
     output.parent.mkdir(parents=True, exist_ok=True)
     skip = done_ids(output) if a.resume else set()
@@ -281,4 +342,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli("generate_candidates", main))

@@ -22,7 +22,12 @@ Errors: ``--on-error skip`` (default) skips and lists bad records;
 ``--on-error fail`` stops at the first with ``file:line: reason``. Over-long
 samples (``--seq-length``, counting ``--image-seq-length`` tokens per image) are
 cut (``--overlong truncate``, default) or skipped (``drop``). Outputs appear only
-when complete; an interrupted run (Ctrl-C, SIGTERM) leaves no partial files.
+when complete; an interrupted run (Ctrl-C, SIGTERM) leaves no partial files
+(and temp files of killed runs are removed by the next run). An existing
+``<prefix>.bin/.idx`` is replaced only with ``--overwrite``; an input that
+yields no sample is an error, not an empty dataset. Image paths must stay
+inside ``--image-root`` (``..`` and symlinks resolved) unless
+``--allow-outside-image-root``.
 
 Sharding for SLURM arrays: ``--shard-index $SLURM_ARRAY_TASK_ID --num-shards N``
 converts a contiguous slice of the input; ``tools/merge_datasets.py`` joins the
@@ -53,6 +58,8 @@ from megatron_sicog.data.preprocess import (  # noqa: E402
     shard_input_bytes,
 )
 from megatron_sicog.data.tokenizer import TOKENIZER_TYPES  # noqa: E402
+from megatron_sicog.guards import (add_debug_flag, add_image_root_flags, add_overwrite_flag,  # noqa: E402
+                                   check_outputs, cli)
 from megatron_sicog.io import atomic_path, dumps  # noqa: E402
 
 
@@ -64,7 +71,7 @@ def get_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = ap.add_argument_group("input data")
     g.add_argument("--input", nargs="+", required=True, help="JSONL or JSON-list files of records")
-    g.add_argument("--image-root", default=None, help="folder the records' 'image' paths are relative to")
+    add_image_root_flags(g)
     g = ap.add_argument_group("tokenizer")
     g.add_argument("--tokenizer-type", required=True, choices=TOKENIZER_TYPES)
     g.add_argument("--tokenizer-model", required=True)
@@ -79,6 +86,7 @@ def get_args(argv=None) -> argparse.Namespace:
                    help="store SxS raw pixels instead of the source bytes (default: source bytes)")
     g = ap.add_argument_group("output data")
     g.add_argument("--output-prefix", required=True, help="writes <prefix>.bin/.idx/.errors.jsonl")
+    add_overwrite_flag(g)
     g = ap.add_argument_group("runtime")
     g.add_argument("--workers", type=int, default=1, help="worker processes (0: convert in this process)")
     g.add_argument("--chunk-size", type=int, default=512, help="records per task sent to a worker")
@@ -87,10 +95,16 @@ def get_args(argv=None) -> argparse.Namespace:
     g.add_argument("--shard-index", type=int, default=0)
     g.add_argument("--num-shards", type=int, default=1)
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_debug_flag(ap)
     args = ap.parse_args(argv)
     for p in args.input:
         if not os.path.isfile(p):
             ap.error(f"--input {p}: no such file")
+    if args.image_root is not None and not os.path.isdir(args.image_root):
+        ap.error(f"--image-root {args.image_root} is not a directory")
+    if not os.path.basename(args.output_prefix) or os.path.isdir(args.output_prefix):
+        ap.error(f"--output-prefix {args.output_prefix} names a directory; give DIR/NAME "
+                 "(writes DIR/NAME.bin and DIR/NAME.idx)")
     if not 0 <= args.shard_index < args.num_shards:
         ap.error(f"--shard-index {args.shard_index} must be in [0, --num-shards {args.num_shards})")
     if args.workers < 0 or args.chunk_size < 1:
@@ -132,9 +146,13 @@ def run(args: argparse.Namespace) -> dict:
     from megatron_sicog.data.indexed import SampleWriter
 
     t0 = time.time()
+    for ext in (".bin", ".idx"):
+        check_outputs({"--input": args.input}, {"--output-prefix": args.output_prefix + ext},
+                      overwrite=args.overwrite)
     cfg = prepare(ConvertConfig(
         tokenizer_type=args.tokenizer_type, tokenizer_model=args.tokenizer_model,
         chat_template=args.chat_template, system=args.system, image_root=args.image_root,
+        allow_outside_image_root=args.allow_outside_image_root,
         image_size=args.image_size, seq_length=args.seq_length, overlong=args.overlong,
         image_seq_length=args.image_seq_length))
     tasks = (t for p in args.input
@@ -149,15 +167,14 @@ def run(args: argparse.Namespace) -> dict:
         with SampleWriter(args.output_prefix, cfg.dtype) as writer, \
                 atomic_path(args.output_prefix + ".errors.jsonl") as err_tmp, \
                 open(err_tmp, "w") as err_file:
-            _umask = os.umask(0)
-            os.umask(_umask)
-            os.chmod(err_tmp, 0o666 & ~_umask)  # like the .bin/.idx, not mkstemp's 0600
+            first_error = None
             for res in _ordered_results(tasks, args.workers, cfg):
                 if res.errors and args.on_error == "fail":
                     e = res.errors[0]
                     raise PreprocessError(f"{e['file']}:{e['line']}: {e['reason']} (--on-error fail)")
                 for e in res.errors:
                     err_file.write(dumps(e) + "\n")
+                first_error = first_error or (res.errors[0] if res.errors else None)
                 if len(res.items_per_doc):
                     writer.add_documents(res.flat, res.item_lengths, res.item_modes, res.items_per_doc)
                 stats.update(read=res.records, written=len(res.items_per_doc), skipped=len(res.errors),
@@ -170,6 +187,10 @@ def run(args: argparse.Namespace) -> dict:
                     next_log += args.log_interval
                     bar.write(f"processed {stats['read']} records ({stats['read'] / dt:,.0f} docs/s, "
                               f"{stats['bytes_in'] / dt / 1e6:.1f} MB/s), {stats['skipped']} skipped")
+            if stats["written"] == 0 and args.num_shards == 1:
+                why = (f"{stats['read']} read, all skipped; the first: {first_error['file']}:{first_error['line']}: "
+                       f"{first_error['reason']}") if first_error else "no records in it"
+                raise PreprocessError(f"--input {' '.join(args.input)}: no sample to write ({why})")
             err_file.flush()
             stats["bytes_out"] = writer.nbytes
     finally:
@@ -194,8 +215,8 @@ def main(argv=None) -> int:
     try:
         stats = run(args)
     except PreprocessError as e:
-        print(f"error: {e}; no output written", file=sys.stderr)
-        return 1
+        print(f"preprocess_data: error: {e}; no output written", file=sys.stderr)
+        return 2
     except KeyboardInterrupt as e:
         print("terminated" if isinstance(e, Terminated) else "interrupted", "; no output written", file=sys.stderr)
         return 143 if isinstance(e, Terminated) else 130
@@ -205,4 +226,4 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     with contextlib.suppress(BrokenPipeError):
-        sys.exit(main())
+        sys.exit(cli("preprocess_data", main))

@@ -68,7 +68,7 @@ class CheckpointReader:
                 path = it_dir / ck.rank_dir_name(tp_rank, pp_rank, self.pp) / ck.RANK_FILE
                 if not path.exists():
                     raise FileNotFoundError(f"{path}: missing (checkpoint says TP={self.tp}, PP={self.pp})")
-                self.files[(tp_rank, pp_rank)] = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+                self.files[(tp_rank, pp_rank)] = ck.torch_load(path, mmap=True)
         self.where: dict[str, tuple[int, str]] = {}  # canonical name -> (pp rank, local key)
         for pp_rank in range(self.pp):
             f = self.files[(0, pp_rank)]

@@ -62,30 +62,39 @@ class SafetensorsDir:
                                                                   if bins else ""))
             self.weight_map = {}
             for f in files:
-                with safe_open(f, "pt") as h:
-                    for k in h.keys():
-                        self.weight_map[k] = f.name
+                for k in _open(f).keys():
+                    self.weight_map[k] = f.name
         missing = sorted({f for f in self.weight_map.values() if not (self.path / f).exists()})
         if missing:
             raise FileNotFoundError(f"{self.path}: shard files named in {INDEX} are missing: {missing}")
         self._handles: dict[str, object] = {}
+
+    def _handle(self, fname: str):
+        h = self._handles.get(fname)
+        if h is None:
+            h = self._handles[fname] = _open(self.path / fname)
+        return h
 
     def keys(self) -> list[str]:
         return list(self.weight_map)
 
     def get(self, key: str) -> torch.Tensor:
         fname = self.weight_map[key]
-        h = self._handles.get(fname)
-        if h is None:
-            h = self._handles[fname] = safe_open(self.path / fname, "pt")
-        return h.get_tensor(key)
+        try:
+            return self._handle(fname).get_tensor(key)
+        except Exception as e:  # noqa: BLE001 - safetensors' own error type
+            raise ConversionError(f"{self.path / fname}: cannot read tensor {key} ({e})") from None
 
     def shape(self, key: str) -> tuple[int, ...]:
-        fname = self.weight_map[key]
-        h = self._handles.get(fname)
-        if h is None:
-            h = self._handles[fname] = safe_open(self.path / fname, "pt")
-        return tuple(h.get_slice(key).get_shape())
+        return tuple(self._handle(self.weight_map[key]).get_slice(key).get_shape())
+
+
+def _open(path: Path):
+    """safe_open, with a truncated or foreign file named in a ConversionError."""
+    try:
+        return safe_open(path, "pt")
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own SafetensorError
+        raise ConversionError(f"{path}: truncated or not a safetensors file ({e})") from None
 
 
 def _translate(key: str, prefixes) -> Optional[str]:

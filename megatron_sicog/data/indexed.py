@@ -28,11 +28,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import numpy as np
+
+from megatron_sicog.guards import fsync_dir, make_temp
 
 MODE_TEXT, MODE_IMAGE = 0, 1
 ITEMS_BEFORE_IMAGES = 2
@@ -86,10 +87,7 @@ class SampleWriter:
         self.prefix = str(prefix)
         self.dtype = np.dtype(dtype).type
         Path(self.prefix).parent.mkdir(parents=True, exist_ok=True)
-        d, name = os.path.split(os.path.abspath(self.prefix))
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".partial", dir=d)
-        os.close(fd)
-        self._tmp_prefix = tmp
+        self._tmp_prefix = tmp = str(make_temp(os.path.abspath(self.prefix), ".partial"))
         self.builder = IndexedDatasetBuilder(tmp + ".bin", dtype=self.dtype, multimodal=True)
         self.num_docs = 0
         self.nbytes = 0
@@ -146,6 +144,7 @@ class SampleWriter:
             os.unlink(self.prefix + ".idx")
         os.replace(self._tmp_prefix + ".bin", self.prefix + ".bin")
         os.replace(self._tmp_prefix + ".idx", self.prefix + ".idx")
+        fsync_dir(os.path.dirname(os.path.abspath(self.prefix)))
 
     def _cleanup(self) -> None:
         for p in (self._tmp_prefix, self._tmp_prefix + ".bin", self._tmp_prefix + ".idx"):

@@ -30,6 +30,7 @@ from typing import Iterator, Optional, Union
 
 import numpy as np
 
+from ..guards import confined_path
 from ..io import RecordError, iter_records, loads
 from .chat_template import _IMAGE, plan_conversation, plan_text, encode_plans_spans
 from .image import encode_image_bytes, resize_image
@@ -46,6 +47,7 @@ class ConvertConfig:
     chat_template: str = "qwen2"
     system: Optional[str] = None
     image_root: Optional[str] = None
+    allow_outside_image_root: bool = False  # image paths may be absolute or leave image_root
     image_size: Optional[int] = None   # None: keep the source bytes; S: store SxS raw pixels (PPM)
     seq_length: Optional[int] = None
     overlong: str = "truncate"         # or "drop"
@@ -109,9 +111,10 @@ def init_pool_worker(cfg: ConvertConfig) -> None:
 def _load_image_bytes(cfg: ConvertConfig, rel: str) -> bytes:
     from PIL import Image
 
-    if not isinstance(rel, str) or not rel:
-        raise RecordSkip(f"'image' entries must be non-empty strings, got {rel!r}")
-    path = os.path.join(cfg.image_root or "", rel)
+    try:
+        path = confined_path(cfg.image_root, rel, cfg.allow_outside_image_root)
+    except ValueError as e:
+        raise RecordSkip(str(e)) from None
     try:
         with open(path, "rb") as f:
             data = f.read()

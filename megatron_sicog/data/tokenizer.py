@@ -38,6 +38,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
+from ..guards import UsageError, debug_requested
 from ..prompts import IMAGE_PLACEHOLDER
 
 SENTENCEPIECE_TYPES = ("SentencePieceTokenizer", "GPTSentencePieceTokenizer", "Llama2Tokenizer")
@@ -198,13 +199,21 @@ def build_tokenizer(tokenizer_type: str, tokenizer_model: Union[str, Path]) -> T
     """The tokenizer for Megatron's ``--tokenizer-type`` / ``--tokenizer-model``."""
     if tokenizer_model is None:
         raise ValueError(f"--tokenizer-model is required for --tokenizer-type {tokenizer_type}")
-    if tokenizer_type in SENTENCEPIECE_TYPES:
-        return SentencePieceTokenizer(tokenizer_model)
-    if tokenizer_type in HUGGINGFACE_TYPES:
+    if tokenizer_type not in SENTENCEPIECE_TYPES + HUGGINGFACE_TYPES:
+        raise ValueError(f"unsupported --tokenizer-type {tokenizer_type!r}; expected one of {list(TOKENIZER_TYPES)}")
+    if not Path(tokenizer_model).exists():
+        raise UsageError(f"--tokenizer-model {tokenizer_model}: no such file or directory")
+    try:
+        if tokenizer_type in SENTENCEPIECE_TYPES:
+            return SentencePieceTokenizer(tokenizer_model)
         # worker processes each run one tokenizer: keep Rust's pool from oversubscribing
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         return HuggingFaceTokenizer(tokenizer_model)
-    raise ValueError(f"unsupported --tokenizer-type {tokenizer_type!r}; expected one of {list(TOKENIZER_TYPES)}")
+    except Exception as e:  # noqa: BLE001 - sentencepiece / tokenizers / transformers raise many kinds
+        if debug_requested():
+            raise
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UsageError(f"--tokenizer-model {tokenizer_model} is not a {tokenizer_type} model ({reason})") from None
 
 
 def default_user_symbols() -> list[str]:

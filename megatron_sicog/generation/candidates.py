@@ -33,6 +33,7 @@ import torch
 
 from megatron_sicog.generation.engine import Engine, Prompt, expand_prompt
 from megatron_sicog.generation.sampling import GREEDY, SamplingParams
+from megatron_sicog.guards import confined_path
 from megatron_sicog.io import RecordError
 from megatron_sicog.prompts import IMAGE_PLACEHOLDER, MODE_TASK, build_prompt
 
@@ -48,6 +49,7 @@ class CandidateOptions:
     seed: int = 1234
     chat_template: str = "qwen2"
     image_root: Optional[Union[str, Path]] = None
+    allow_outside_image_root: bool = False  # image paths may be absolute or leave image_root
     micro_batch_size: int = 8  # prompts per batch (rows = prompts x candidates)
     sort_window: int = 8  # batches prepared together and sorted by length
 
@@ -116,13 +118,15 @@ def record_reference(rec: dict) -> Optional[str]:
     return None
 
 
-def load_images(paths: Sequence[str], image_root: Optional[Union[str, Path]], image_size: int) -> torch.Tensor:
-    """[k, 3, S, S] CLIP-normalised images; ValueError naming a missing/unreadable file."""
+def load_images(paths: Sequence[str], image_root: Optional[Union[str, Path]], image_size: int,
+                allow_outside: bool = False) -> torch.Tensor:
+    """[k, 3, S, S] CLIP-normalised images; ValueError naming a missing/unreadable file or a path
+    that leaves `image_root`."""
     from megatron_sicog.data.image import load_image, preprocess_images
 
     arrays = []
     for p in paths:
-        full = Path(image_root) / p if image_root is not None else Path(p)
+        full = confined_path(image_root, p, allow_outside)
         arrays.append(np.asarray(load_image(full), dtype=np.uint8))
     return preprocess_images(arrays, image_size)
 
@@ -139,6 +143,8 @@ def prepare_item(rec: dict, where: str, options: CandidateOptions, tokenizer, mo
     paths = [image] if isinstance(image, str) else list(image) if isinstance(image, list) else []
     if image is not None and (not paths or not all(isinstance(p, str) and p for p in paths)):
         raise InputError(f"'image' must be a path or a list of paths, got {image!r}")
+    if MODE_TASK[options.mode] == "caption" and not paths:
+        raise InputError(f"mode {options.mode} describes an image, and the record has no 'image'")
     question = None
     if options.mode in ("cot", "answer"):
         question = record_question(rec)
@@ -158,7 +164,8 @@ def prepare_item(rec: dict, where: str, options: CandidateOptions, tokenizer, mo
     images = None
     if paths:
         try:
-            images = load_images(paths, options.image_root, model.args.vision.image_size)
+            images = load_images(paths, options.image_root, model.args.vision.image_size,
+                                 options.allow_outside_image_root)
         except ValueError as e:
             raise InputError(str(e)) from None
     return Item(rid, where, image, prompt, tokens, images, record_reference(rec))

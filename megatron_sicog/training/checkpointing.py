@@ -14,6 +14,13 @@ by the trainer. An iteration directory is written under a temp name and
 renamed when every rank has finished; the tracker is updated after that, so a
 crash mid-save leaves the previous checkpoint as `latest`.
 
+Rank files are fsynced, and so is their directory, before the tracker names
+them. They are read with ``torch.load(weights_only=True)`` (tensors, plain
+values and numpy RNG states only): a file that needs more is refused by name
+unless the user opts in (``--allow-pickle`` / ``SICOG_ALLOW_PICKLE=1``), since
+unpickling it can run any code. A truncated or foreign file raises
+`CheckpointError` naming the file and any older complete iteration.
+
 `load_canonical` merges any TP/PP checkpoint into the canonical TP1/PP1 state
 dict without torch.distributed; `write_from_canonical` writes any TP/PP layout
 from one (the Hugging Face importer uses it).
@@ -30,12 +37,87 @@ from typing import Any, Optional
 
 import torch
 
+from megatron_sicog.guards import UsageError, fsync_dir
 from megatron_sicog.io import atomic_write_json, atomic_write_text
 from megatron_sicog.model import sharding
 from megatron_sicog.model.presets import LanguageArgs, ModelArgs, VisionArgs, padded_vocab_size
 
 TRACKER = "latest_checkpointed_iteration.txt"
 RANK_FILE = "model_optim_rng.pt"
+ALLOW_PICKLE_ENV = "SICOG_ALLOW_PICKLE"
+
+
+class CheckpointError(UsageError):
+    """A checkpoint that is missing, truncated, foreign or not trusted; the message names the file."""
+
+
+def add_allow_pickle_flag(parser) -> None:
+    parser.add_argument("--allow-pickle", action="store_true",
+                        help="load checkpoint files that hold arbitrary Python objects (runs their code: only "
+                             "for files you trust); default: tensors and plain values only")
+
+
+def allow_pickle(enabled: bool = True) -> None:
+    """What --allow-pickle does (inherited by child processes)."""
+    if enabled:
+        os.environ[ALLOW_PICKLE_ENV] = "1"
+
+
+def _safe_globals() -> list:
+    """numpy's pickled RNG state (np.random.get_state()) is an ndarray of uint32."""
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core
+    return [core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
+def complete_iterations(load_dir: str | Path) -> list[int]:
+    """Iterations with a finished directory (meta.json written last), oldest first."""
+    d = Path(load_dir)
+    if not d.is_dir():
+        return []
+    return sorted(int(m.group(1)) for p in d.iterdir()
+                  if (m := re.fullmatch(r"iter_(\d{7})", p.name)) and (p / "meta.json").is_file())
+
+
+def _older_hint(path: Path) -> str:
+    """' ; iteration N is complete: ...' when the checkpoint folder has an older iteration."""
+    it_dir = path.parent.parent
+    load_dir = it_dir.parent
+    m = re.fullmatch(r"iter_(\d{7})", it_dir.name)
+    older = [i for i in complete_iterations(load_dir) if m and i < int(m.group(1))]
+    if not older:
+        return ""
+    return (f"; iteration {older[-1]} in {load_dir} is complete (write {older[-1]} into {load_dir / TRACKER}, "
+            f"or pass --iteration {older[-1]} where the tool has it)")
+
+
+def torch_load(path: str | Path, **kwargs) -> Any:
+    """torch.load with weights_only unless the user opted in; CheckpointError naming the file."""
+    import pickle
+
+    path = Path(path)
+    trusted = os.environ.get(ALLOW_PICKLE_ENV, "") not in ("", "0")
+    try:
+        if trusted:
+            return torch.load(path, map_location="cpu", weights_only=False, **kwargs)
+        with torch.serialization.safe_globals(_safe_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True, **kwargs)
+    except pickle.UnpicklingError as e:
+        if "Weights only load failed" not in str(e):
+            raise CheckpointError(f"{path}: not a readable torch checkpoint ({_first_line(e)})"
+                                  + _older_hint(path)) from None
+        raise CheckpointError(f"{path} holds Python objects beyond tensors and plain values; not loaded "
+                              f"(unpickling it could run code). If you trust it, pass --allow-pickle "
+                              f"(or set {ALLOW_PICKLE_ENV}=1)") from None
+    except (RuntimeError, EOFError, ValueError, OSError) as e:
+        raise CheckpointError(f"{path}: truncated or not a torch checkpoint ({_first_line(e)})"
+                              + _older_hint(path)) from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
 
 
 def iter_dir_name(iteration: int) -> str:
@@ -77,7 +159,10 @@ def save_rank_file(save_dir: str | Path, iteration: int, tp_rank: int, pp_rank: 
     d.mkdir(parents=True, exist_ok=True)
     tmp = d / (RANK_FILE + ".tmp")
     torch.save(state, tmp)
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
     os.replace(tmp, d / RANK_FILE)
+    fsync_dir(d)
 
 
 def finalize_iteration(save_dir: str | Path, iteration: int, meta: dict, keep_last: Optional[int] = None) -> Path:
@@ -88,7 +173,12 @@ def finalize_iteration(save_dir: str | Path, iteration: int, meta: dict, keep_la
     final = save_dir / iter_dir_name(iteration)
     if final.exists():  # re-saving the same iteration (e.g. resumed and stopped at once)
         shutil.rmtree(final)
+    for rank_dir in tmp.iterdir():
+        if rank_dir.is_dir():
+            fsync_dir(rank_dir)
+    fsync_dir(tmp)
     os.replace(tmp, final)
+    fsync_dir(save_dir)  # the renamed directory is on disk before the tracker names it
     atomic_write_text(save_dir / TRACKER, f"{iteration}\n")
     if keep_last:
         iters = sorted(int(m.group(1)) for p in save_dir.iterdir()
@@ -98,20 +188,48 @@ def finalize_iteration(save_dir: str | Path, iteration: int, meta: dict, keep_la
     return final
 
 
+def remove_stale_iterations(save_dir: str | Path) -> list[Path]:
+    """Remove ``.iter_*.tmp`` directories of saves a killed run left unfinished (call on one rank)."""
+    import logging
+
+    save_dir = Path(save_dir)
+    stale = sorted(save_dir.glob(".iter_*.tmp")) if save_dir.is_dir() else []
+    for d in stale:
+        shutil.rmtree(d, ignore_errors=True)
+        logging.getLogger("sicog").warning(f"removed {d}, the unfinished save of a killed run")
+    return stale
+
+
 def iteration_dir(load_dir: str | Path, iteration: Optional[int] = None) -> Path:
     load_dir = Path(load_dir)
+    if not load_dir.is_dir():
+        raise CheckpointError(f"{load_dir}: no such checkpoint directory")
     if iteration is None:
-        iteration = read_tracker(load_dir)
+        try:
+            iteration = read_tracker(load_dir)
+        except ValueError as e:
+            raise CheckpointError(str(e)) from None
         if iteration is None:
-            raise FileNotFoundError(f"{load_dir}: no {TRACKER}; not a checkpoint directory")
+            found = complete_iterations(load_dir)
+            hint = f" (it has iteration directories {found}: pass --iteration)" if found else ""
+            raise CheckpointError(f"{load_dir}: no {TRACKER}; not a checkpoint directory{hint}")
     d = load_dir / iter_dir_name(iteration)
     if not d.is_dir():
-        raise FileNotFoundError(f"{d}: checkpoint iteration directory missing")
+        found = complete_iterations(load_dir)
+        raise CheckpointError(f"{d}: checkpoint iteration directory missing"
+                              + (f" (complete iterations: {found})" if found else ""))
     return d
 
 
 def read_meta(load_dir: str | Path, iteration: Optional[int] = None) -> dict:
-    return json.loads((iteration_dir(load_dir, iteration) / "meta.json").read_text())
+    path = iteration_dir(load_dir, iteration) / "meta.json"
+    try:
+        meta = json.loads(path.read_text())
+        for key in ("model_args", "tensor_model_parallel_size", "pipeline_model_parallel_size"):
+            meta[key]  # noqa: B018 - a KeyError is a foreign meta.json
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{path}: not this project's checkpoint metadata ({_first_line(e)})") from None
+    return meta
 
 
 def load_rank_file(load_dir: str | Path, tp_rank: int, pp_rank: int, iteration: Optional[int] = None) -> dict:
@@ -119,9 +237,12 @@ def load_rank_file(load_dir: str | Path, tp_rank: int, pp_rank: int, iteration: 
     meta = json.loads((d / "meta.json").read_text())
     path = d / rank_dir_name(tp_rank, pp_rank, meta["pipeline_model_parallel_size"]) / RANK_FILE
     if not path.exists():
-        raise FileNotFoundError(f"{path}: missing (checkpoint was saved with TP={meta['tensor_model_parallel_size']}"
-                                f", PP={meta['pipeline_model_parallel_size']})")
-    return torch.load(path, map_location="cpu", weights_only=False)
+        raise CheckpointError(f"{path}: missing (checkpoint was saved with TP={meta['tensor_model_parallel_size']}"
+                              f", PP={meta['pipeline_model_parallel_size']})")
+    state = torch_load(path)
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(f"{path}: not a rank file of this project (no 'model' state dict)")
+    return state
 
 
 def load_canonical(load_dir: str | Path, iteration: Optional[int] = None) -> tuple[dict, ModelArgs, dict]:
