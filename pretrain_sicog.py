@@ -14,7 +14,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from megatron_sicog.guards import cli  # noqa: E402
 from megatron_sicog.training.trainer import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli("pretrain_sicog.py", main))

@@ -28,7 +28,7 @@ log = logging.getLogger("sicog")
 PathLike = Union[str, os.PathLike]
 
 
-class UsageError(Exception):
+class UsageError(ValueError):
     """A user mistake, reported in one line naming the flag or the file (exit status 2)."""
 
 

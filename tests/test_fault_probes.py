@@ -353,3 +353,85 @@ def test_rank_files_and_directories_are_fsynced_before_the_tracker(tmp_path, mon
     tracker = names.index(next(n for n in names if n.startswith(".latest_checkpointed_iteration.txt")))
     assert any(n.endswith("model_optim_rng.pt.tmp") for n in names[:tracker])
     assert "." in names[:tracker]  # the save directory itself, after the rename
+
+
+# -- training ------------------------------------------------------------------------------
+TRAIN = ["--mock-data", "--micro-batch-size", "2", "--global-batch-size", "2", "--seq-length", "32",
+         "--lr", "1e-3", "--min-lr", "1e-5", "--lr-warmup-iters", "1", "--log-interval", "1", "--seed", "7"]
+
+
+def train(*args, timeout=300):
+    t0 = time.perf_counter()
+    p = subprocess.run([sys.executable, "pretrain_sicog.py", *map(str, args)], cwd=REPO, capture_output=True,
+                       text=True, timeout=timeout, env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+    return p.returncode, p.stdout, p.stderr, time.perf_counter() - t0
+
+
+@pytest.mark.parametrize("blend,needle", [
+    (["1.0", "{d}/nope"], "nope.bin"),
+    (["-0.5", "{d}/a", "1.5", "{d}/b"], "weights must be finite and >= 0"),
+    (["0", "{d}/a", "0", "{d}/b"], "weights are all 0"),
+    (["0.5", "{d}/a", "{d}/b"], "weight/prefix pairs"),
+])
+def test_train_bad_data_path_is_one_line(corpus, tmp_path, blend, needle):
+    for name in ("a", "b"):
+        for ext in (".bin", ".idx"):
+            (tmp_path / (name + ext)).write_bytes(b"")
+    rc, _, err, _ = train("--train-iters", "1", "--data-path", *[b.format(d=tmp_path) for b in blend],
+                          "--tokenizer-type", "SentencePieceTokenizer", "--tokenizer-model", corpus["sp"])
+    assert_one_line(rc, err, "pretrain_sicog.py", "--data-path", needle)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A mock-data run of 4 iterations with checkpoints at 2 and 4."""
+    save = tmp_path_factory.mktemp("train") / "ckpt"
+    rc, out, err, _ = train(*TRAIN, "--train-iters", "4", "--save", save, "--save-interval", "2")
+    assert rc == 0, out[-2000:] + err[-2000:]
+    return save
+
+
+def test_train_load_that_is_not_a_checkpoint(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    rc, _, err, _ = train(*TRAIN, "--train-iters", "1", "--load", tmp_path)
+    assert_one_line(rc, err, "pretrain_sicog.py", "--load", "not a checkpoint directory")
+
+
+def test_train_truncated_checkpoint_names_file_and_older_iteration(trained, tmp_path):
+    import shutil
+
+    ck = tmp_path / "ckpt"
+    shutil.copytree(trained, ck)
+    f = ck / "iter_0000004" / "mp_rank_00" / "model_optim_rng.pt"
+    f.write_bytes(f.read_bytes()[:1000])
+    rc, _, err, _ = train(*TRAIN, "--train-iters", "6", "--load", ck, "--save", ck)
+    assert_one_line(rc, err, "pretrain_sicog.py", str(f), "truncated", "iteration 2")
+
+
+def test_train_resume_with_longer_schedule_is_refused_or_followed(trained, tmp_path):
+    import shutil
+
+    ck = tmp_path / "ckpt"
+    shutil.copytree(trained, ck)
+    rc, _, err, _ = train(*TRAIN, "--train-iters", "8", "--load", ck, "--save", ck)
+    assert_one_line(rc, err, "pretrain_sicog.py", "--train-iters/--lr-decay-iters", "checkpoint 4, flags 8",
+                    "--override-opt_param-scheduler", "--use-checkpoint-opt_param-scheduler")
+    log = tmp_path / "log.jsonl"
+    rc, out, err, _ = train(*TRAIN, "--train-iters", "8", "--load", ck, "--save", ck, "--log-json", log,
+                            "--override-opt_param-scheduler")
+    assert rc == 0, out[-2000:] + err[-2000:]
+    lrs = [json.loads(x)["lr"] for x in log.read_text().splitlines() if '"iteration"' in x]
+    assert len(lrs) == 4 and all(lr > 1e-5 * 1.5 for lr in lrs[:-1]), lrs  # decaying, not sat at --min-lr
+
+
+def test_train_removes_unfinished_saves_of_killed_runs(trained, tmp_path):
+    import shutil
+
+    ck = tmp_path / "ckpt"
+    shutil.copytree(trained, ck)
+    (ck / ".iter_0000006.tmp" / "mp_rank_00").mkdir(parents=True)
+    (ck / ".iter_0000006.tmp" / "mp_rank_00" / "model_optim_rng.pt.tmp").write_bytes(b"x" * 1000)
+    rc, out, err, _ = train(*TRAIN, "--train-iters", "4", "--load", ck, "--save", ck)
+    assert rc == 0, out[-2000:] + err[-2000:]
+    assert not (ck / ".iter_0000006.tmp").exists()
+    assert "unfinished save of a killed run" in out + err

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import Optional, Sequence
 
+from megatron_sicog.guards import UsageError, add_debug_flag
 from megatron_sicog.model.presets import add_model_args
+from megatron_sicog.training.checkpointing import add_allow_pickle_flag
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,6 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="initial weights (any TP/PP) when --load holds no checkpoint (Megatron's --finetune)")
     g.add_argument("--save-interval", type=int, default=None)
     g.add_argument("--keep-last-checkpoints", type=int, default=None)
+    sched = g.add_mutually_exclusive_group()
+    sched.add_argument("--override-opt_param-scheduler", "--override-opt-param-scheduler",
+                       dest="override_opt_param_scheduler", action="store_true",
+                       help="on resume, follow the LR schedule of these flags, not the checkpoint's")
+    sched.add_argument("--use-checkpoint-opt_param-scheduler", "--use-checkpoint-opt-param-scheduler",
+                       dest="use_checkpoint_opt_param_scheduler", action="store_true",
+                       help="on resume, keep the checkpoint's LR schedule whatever these flags say")
+    add_allow_pickle_flag(g)
     g.add_argument("--exit-signal-handler", action="store_true", default=True,
                    help="SIGTERM/SIGUSR1: save at the next iteration boundary and exit 0 (always on)")
     g = p.add_argument_group("data")
@@ -80,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--loss-curve", default=None, help="PNG of the loss curve (default: next to --log-json)")
     g.add_argument("--exit-interval", type=int, default=None, help="stop (with a checkpoint) after this iteration")
     add_model_args(p)
+    add_debug_flag(p)
     return p
 
 
@@ -91,13 +103,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def validate_args(args: argparse.Namespace, world_size: int) -> int:
-    """Raise ValueError naming the numbers for impossible configurations; return the DP size."""
+    """Raise UsageError naming the numbers for impossible configurations; return the DP size."""
     tp, pp = args.tensor_model_parallel_size, args.pipeline_model_parallel_size
     errors = []
     if world_size % (tp * pp):
         errors.append(f"world size {world_size} is not divisible by tensor-model-parallel-size {tp} x "
                       f"pipeline-model-parallel-size {pp} ({world_size} % ({tp} * {pp}) != 0)")
-        raise ValueError("; ".join(errors))
+        raise UsageError("; ".join(errors))
     dp = world_size // (tp * pp)
     if args.global_batch_size is None:
         args.global_batch_size = args.micro_batch_size * dp
@@ -119,9 +131,10 @@ def validate_args(args: argparse.Namespace, world_size: int) -> int:
         if not args.data_path:
             errors.append("give --data-path (or --mock-data)")
         else:
+            errors += _blend_errors(args.data_path)
             missing = [p for p in _data_files(args) if not Path(p).exists()]
             if missing:
-                errors.append("data files not found: " + ", ".join(missing))
+                errors.append("--data-path: data files not found: " + ", ".join(missing))
         if not (args.tokenizer_type and args.tokenizer_model):
             errors.append("--tokenizer-type and --tokenizer-model are required with --data-path")
         elif not Path(args.tokenizer_model).exists():
@@ -133,19 +146,38 @@ def validate_args(args: argparse.Namespace, world_size: int) -> int:
     if args.eval_interval and args.eval_iters <= 0:
         errors.append("--eval-interval needs --eval-iters > 0")
     if errors:
-        raise ValueError("invalid configuration:\n  " + "\n  ".join(errors))
+        raise UsageError("invalid configuration: " + "; ".join(errors))
     return dp
+
+
+def _weight(tok: str) -> Optional[float]:
+    try:
+        return float(tok)
+    except ValueError:
+        return None
+
+
+def _blend_errors(data_path: list[str]) -> list[str]:
+    """--data-path is 'P' or 'W1 P1 W2 P2 ...' with finite weights >= 0, not all 0."""
+    weights = [_weight(t) for t in data_path]
+    if all(w is None for w in weights):
+        return []
+    if len(data_path) % 2 or any(w is None for w in weights[::2]) or any(w is not None for w in weights[1::2]):
+        return [f"--data-path {' '.join(data_path)}: expected 'prefix' or weight/prefix pairs 'W1 P1 W2 P2 ...'"]
+    bad = [t for t, w in zip(data_path[::2], weights[::2]) if not (math.isfinite(w) and w >= 0)]
+    if bad:
+        return [f"--data-path weights must be finite and >= 0, got {', '.join(bad)}"]
+    if not any(weights[::2]):
+        return [f"--data-path weights are all 0 ({' '.join(data_path)}): nothing to sample"]
+    return []
 
 
 def _data_files(args) -> list[str]:
     """Files that --data-path names: prefix.bin/.idx for indexed data, the file itself for JSONL."""
     out = []
     for tok in args.data_path:
-        try:
-            float(tok)
+        if _weight(tok) is not None:
             continue  # a blend weight
-        except ValueError:
-            pass
         if tok.endswith((".jsonl", ".json")):
             out.append(tok)
         else:

@@ -86,4 +86,18 @@ def build_scheduler(optimizer, args) -> OptimizerParamScheduler:
         wd_incr_style="constant",
         wsd_decay_steps=max(1, args.lr_decay_iters // 10) if args.lr_decay_style == "WSD" else None,
         lr_wsd_decay_style="linear" if args.lr_decay_style == "WSD" else None,
+        override_opt_param_scheduler=getattr(args, "override_opt_param_scheduler", False),
+        use_checkpoint_opt_param_scheduler=not getattr(args, "override_opt_param_scheduler", False),
     )
+
+
+# scheduler state -> the flags that set it
+SCHEDULE_FLAGS = {"max_lr": "--lr", "min_lr": "--min-lr", "lr_warmup_steps": "--lr-warmup-iters",
+                  "lr_decay_steps": "--train-iters/--lr-decay-iters", "lr_decay_style": "--lr-decay-style"}
+
+
+def schedule_changes(scheduler: OptimizerParamScheduler, saved: dict) -> list[str]:
+    """'--flag: checkpoint X, flags Y' for each schedule value the flags change against a checkpoint's."""
+    now = scheduler.state_dict()
+    return [f"{flag} ({key}): checkpoint {saved[key]}, flags {now[key]}"
+            for key, flag in SCHEDULE_FLAGS.items() if key in saved and saved[key] != now[key]]

@@ -18,6 +18,7 @@ import signal
 import sys
 import time
 from functools import partial
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -27,6 +28,7 @@ from megatron.core.distributed import finalize_model_grads
 from megatron.core.pipeline_parallel import get_forward_backward_func
 
 from megatron_sicog import runtime
+from megatron_sicog.guards import UsageError
 from megatron_sicog.model import sharding
 from megatron_sicog.model.batch import collate
 from megatron_sicog.model.llava import SicogModel, build_model
@@ -38,7 +40,8 @@ from megatron_sicog.training.data_iterators import EpochShuffledView
 from megatron_sicog.training.dpo import collate_pairs, make_dpo_forward_step
 from megatron_sicog.training.lm_step import forward_step as lm_forward_step
 from megatron_sicog.training.metrics import MetricsLogger
-from megatron_sicog.training.optim import build_optimizer, build_scheduler, params_dtype, wrap_model
+from megatron_sicog.training.optim import (build_optimizer, build_scheduler, params_dtype, schedule_changes,
+                                           wrap_model)
 
 log = logging.getLogger("sicog.train")
 DPO_KEYS = ("dpo_loss", "margin", "reward_accuracy", "chosen_logp", "rejected_logp")
@@ -65,6 +68,8 @@ class Trainer:
                                             seed=args.seed)
         self.dp_size = validate_args(args, self.env.world_size)
         self.num_microbatches = args.global_batch_size // (args.micro_batch_size * self.dp_size)
+        self._check_load_dir()
+        ckpt.allow_pickle(args.allow_pickle)
         self.tokenizer = self._build_tokenizer()
         self.model_args = self._build_model_args()
         inner = build_model(self.model_args, params_dtype=params_dtype(args))
@@ -113,6 +118,22 @@ class Trainer:
             m = model_args_from_flags(a, vocab_size=vocab, image_token_id=img)
         validate(m, a.tensor_model_parallel_size, a.pipeline_model_parallel_size)
         return m
+
+    def _check_load_dir(self) -> None:
+        """--load holds a checkpoint, or nothing yet (a fresh run that saves there); saves a killed
+        run left unfinished are removed."""
+        a = self.args
+        if a.save and dist.get_rank() == 0:
+            ckpt.remove_stale_iterations(a.save)
+        if not a.load or not Path(a.load).exists():
+            return
+        if not Path(a.load).is_dir():
+            raise UsageError(f"--load {a.load} is not a directory")
+        if ckpt.read_tracker(a.load) is None:
+            other = sorted(p.name for p in Path(a.load).iterdir() if not p.name.startswith(".iter_"))
+            if other:
+                raise UsageError(f"--load {a.load} holds no {ckpt.TRACKER} but other files ({', '.join(other[:5])}):"
+                                 " not a checkpoint directory (an empty or new directory starts a fresh run)")
 
     def _load_weights(self, inner: SicogModel):
         """Resume state from --load, else initial weights from --pretrained-checkpoint."""
@@ -196,6 +217,16 @@ class Trainer:
                 self.optimizer.reload_model_params()  # fp32 main copies of freshly loaded weights
             return
         if "optimizer" in state:
+            a = self.args
+            changed = schedule_changes(self.scheduler, state["scheduler"])
+            if changed and not (a.override_opt_param_scheduler or a.use_checkpoint_opt_param_scheduler):
+                raise UsageError(
+                    f"--load {a.load}: the LR schedule of these flags differs from the checkpoint's ("
+                    + "; ".join(changed) + "): pass --override-opt_param-scheduler to follow the flags from "
+                    f"iteration {self.iteration}, or --use-checkpoint-opt_param-scheduler to keep the checkpoint's")
+            if changed:
+                log.warning("LR schedule: " + ("following the flags" if a.override_opt_param_scheduler
+                                               else "keeping the checkpoint's") + " (" + "; ".join(changed) + ")")
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             self.train_data.load_state_dict(state["data"])
