@@ -44,7 +44,9 @@ class RecordError:
         return f"{self.path}:{self.line}: {self.reason}"
 
     def as_dict(self) -> dict:
-        return {"file": self.path, "line": self.line, "reason": self.reason}
+        from megatron_sicog.records import error_record
+
+        return error_record(self.path, self.line, None, self.reason)
 
 
 def _is_json_list(path: Path) -> bool:

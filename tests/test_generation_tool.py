@@ -84,7 +84,8 @@ def test_cot_candidates_with_bad_input_reported(setup, tmp_path, capsys):
         question = by_id[r["id"]]["conversations"][0]["value"].replace("<image>", "").strip()
         assert question in r["prompt"] and "Answer step by step" in r["prompt"]
     errors = _read(out.with_name(out.name + ".errors.jsonl"))
-    reasons = {(e["where"].rsplit(":", 1)[1], e["id"]): e["reason"] for e in errors}
+    assert all(sorted(e) == ["file", "id", "line", "reason"] for e in errors)
+    reasons = {(str(e["line"]), e["id"]): e["reason"] for e in errors}
     assert len(errors) == 4
     assert "malformed JSON" in reasons[("4", None)]
     assert "image not found" in reasons[("6", "noimg")]

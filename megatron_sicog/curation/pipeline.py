@@ -33,6 +33,7 @@ from megatron_sicog.curation.report import CurationStats, summary_dict, write_re
 from megatron_sicog.curation.scorers import LexicalScorer, Scorer, make_scorer
 from megatron_sicog.curation.vote import candidate_answer, parse_options, vote
 from megatron_sicog.io import RecordError, atomic_path, dumps, iter_records
+from megatron_sicog.records import error_record
 from megatron_sicog.prompts import IMAGE_PLACEHOLDER, final_description, follows_format
 
 __all__ = [
@@ -95,12 +96,8 @@ def errors_path_for(output: PathLike) -> Path:
     return p.with_name(f"{stem}.errors.jsonl")
 
 
-def _err(path: str, line: int, reason: str, rec: Optional[dict] = None, **extra) -> dict:
-    e = {"file": path, "line": line, "reason": reason}
-    if rec is not None and "id" in rec:
-        e["id"] = rec["id"]
-    e.update(extra)
-    return e
+def _err(path: str, line: int, reason: str, rec: Optional[dict] = None) -> dict:
+    return error_record(path, line, rec.get("id") if isinstance(rec, dict) else None, reason)
 
 
 def parse_item(rec: dict, path: str = "<memory>", line: int = 0) -> tuple[Optional[Item], list[dict], Counter]:
@@ -132,7 +129,7 @@ def parse_item(rec: dict, path: str = "<memory>", line: int = 0) -> tuple[Option
         counts["total"] += 1
         if not isinstance(c, str):
             counts["non_string"] += 1
-            errors.append(_err(path, line, f"non_string_candidate: candidate {k} is {type(c).__name__}", rec, candidate=k))
+            errors.append(_err(path, line, f"non_string_candidate: candidate {k} is {type(c).__name__}", rec))
         elif not c.strip():
             counts["empty"] += 1
         else:

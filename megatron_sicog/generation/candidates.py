@@ -14,7 +14,7 @@ batch, one candidate record per input (the interface of DESIGN.md §3)::
   template's stop tokens.
 * Bad input never stops the run: an unreadable record, a missing id, a missing
   or unreadable image, a missing question, a duplicate id, or a prompt longer
-  than the context is passed to ``on_error({"where", "id", "reason"})`` and skipped.
+  than the context is passed to ``on_error({"file", "line", "id", "reason"})`` and skipped.
 * Records are prepared a window at a time (``micro_batch_size * sort_window``),
   sorted by prompt length inside the window and batched, so a batch pads little.
 
@@ -35,6 +35,7 @@ from megatron_sicog.generation.engine import Engine, Prompt, expand_prompt
 from megatron_sicog.generation.sampling import GREEDY, SamplingParams
 from megatron_sicog.guards import confined_path
 from megatron_sicog.io import RecordError
+from megatron_sicog.records import error_record, split_where
 from megatron_sicog.prompts import IMAGE_PLACEHOLDER, MODE_TASK, build_prompt
 
 ErrorSink = Callable[[dict], None]
@@ -189,18 +190,18 @@ def _windows(records: Iterable, options: CandidateOptions, tokenizer, model,
     window: list[Item] = []
     for where, rec in _normalise(records):
         if isinstance(rec, RecordError):
-            on_error({"where": where, "id": None, "reason": rec.reason})
+            on_error(error_record(*split_where(where), None, rec.reason))
             continue
         if not isinstance(rec, dict):
-            on_error({"where": where, "id": None, "reason": f"record is {type(rec).__name__}, not an object"})
+            on_error(error_record(*split_where(where), None, f"record is {type(rec).__name__}, not an object"))
             continue
         try:
             item = prepare_item(rec, where, options, tokenizer, model)
         except InputError as e:
-            on_error({"where": where, "id": rec.get("id"), "reason": str(e)})
+            on_error(error_record(*split_where(where), rec.get("id"), str(e)))
             continue
         if item.id in seen:
-            on_error({"where": where, "id": item.id, "reason": "duplicate id (first occurrence kept)"})
+            on_error(error_record(*split_where(where), item.id, "duplicate id (first occurrence kept)"))
             continue
         seen.add(item.id)
         window.append(item)
