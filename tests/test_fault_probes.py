@@ -450,3 +450,35 @@ def test_every_tool_writes_errors_in_one_shape(corpus, tmp_path):
         assert rows and [e["line"] for e in rows[:2]] == [1, 2], rows
         for e in rows:
             assert sorted(e) == ["file", "id", "line", "reason"], e
+
+
+def test_merge_rerun_refuses_existing_output_and_never_merges_itself(corpus, tmp_path):
+    shards = tmp_path / "shards"
+    for k in range(2):
+        rc, _, err, _ = tool("preprocess_data", *pre_args(corpus, corpus["records"], shards / f"s{k}",
+                                                          "--shard-index", k, "--num-shards", 2))
+        assert rc == 0, err
+    merged = shards / "all"
+    rc, _, err, _ = tool("merge_datasets", "--input-dir", shards, "--output-prefix", merged, "--no-progress")
+    assert rc == 0, err
+    first = (merged.with_suffix(".bin")).read_bytes()
+    rc, _, err, _ = tool("merge_datasets", "--input-dir", shards, "--output-prefix", merged, "--no-progress")
+    assert_one_line(rc, err, "merge_datasets", "all.bin", "--overwrite")
+    rc, _, err, _ = tool("merge_datasets", "--input-dir", shards, "--output-prefix", merged, "--no-progress",
+                         "--overwrite")
+    assert rc == 0, err
+    assert merged.with_suffix(".bin").read_bytes() == first  # the shards only, not the old output too
+
+
+def test_dpo_pairs_keep_images_inside_the_root(corpus, tmp_path):
+    from megatron_sicog.data.tokenizer import build_tokenizer
+    from megatron_sicog.training.preference_data import PreferenceDataset
+
+    rec = json.loads(corpus["records"].read_text().splitlines()[0])
+    pair = dict(rec, chosen="a red square", rejected="a blue circle")
+    inp = tmp_path / "pairs.jsonl"
+    inp.write_text("".join(json.dumps(r) + "\n" for r in
+                           [pair, dict(pair, id="escape", image="../" * 8 + "etc/passwd")]))
+    ds = PreferenceDataset([str(inp)], build_tokenizer("SentencePieceTokenizer", corpus["sp"]), "qwen2",
+                           str(corpus["image_root"]))
+    assert len(ds) == 1 and len(ds.errors) == 1 and "leads outside --image-root" in ds.errors[0]

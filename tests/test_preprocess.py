@@ -279,5 +279,5 @@ def test_shards_merge_equal_single_run(sp_model, corpus, tmp_path, capsys):
     for ext in (".bin", ".idx"):
         assert (tmp_path / f"single{ext}").read_bytes() == (tmp_path / f"merged{ext}").read_bytes()
     assert merge_tool.main(["--input", prefixes[0], str(tmp_path / "missing"), "--output-prefix",
-                            str(tmp_path / "m2"), "--no-progress"]) == 1
+                            str(tmp_path / "m2"), "--no-progress"]) == 2
     assert "dataset file missing" in capsys.readouterr().err

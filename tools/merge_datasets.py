@@ -6,7 +6,9 @@
 
 Uses megatron-core's ``IndexedDatasetBuilder.add_index``; all shards must share
 the dtype (same tokenizer). ``<shard>.errors.jsonl`` files are concatenated
-into ``<output>.errors.jsonl``. Outputs appear only when complete.
+into ``<output>.errors.jsonl``. Outputs appear only when complete; an
+existing output is replaced only with ``--overwrite`` (and ``--input-dir``
+never takes the output itself as a shard).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from megatron_sicog.data.indexed import SampleReader, SampleWriter, open_dtype  # noqa: E402
+from megatron_sicog.guards import add_debug_flag, add_overwrite_flag, check_outputs, cli, debug_requested  # noqa: E402
 from megatron_sicog.io import atomic_path  # noqa: E402
 
 
@@ -69,18 +72,26 @@ def main(argv=None) -> int:
     src.add_argument("--input-dir", help="merge every <prefix>.idx in this folder (natural sort)")
     ap.add_argument("--output-prefix", required=True)
     ap.add_argument("--no-progress", action="store_true")
+    add_overwrite_flag(ap)
+    add_debug_flag(ap)
     args = ap.parse_args(argv)
-    prefixes = args.input or find_prefixes(args.input_dir)
+    out_abs = os.path.abspath(args.output_prefix)
+    prefixes = args.input or [p for p in find_prefixes(args.input_dir) if os.path.abspath(p) != out_abs]
+    for ext in (".bin", ".idx"):
+        check_outputs({"--input": [p + ext for p in prefixes]}, {"--output-prefix": args.output_prefix + ext},
+                      overwrite=args.overwrite)
     t0 = time.time()
     try:
         s = merge(prefixes, args.output_prefix, not args.no_progress)
     except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        if debug_requested(argv):
+            raise
+        print(f"merge_datasets: error: {e}", file=sys.stderr)
+        return 2
     print(f"merge_datasets: {s['shards']} shards -> {args.output_prefix}: {s['samples']} samples, "
           f"{s['bytes'] / 1e6:.1f} MB, {s['errors']} error entries, {time.time() - t0:.1f} s")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli("merge_datasets", main))

@@ -15,6 +15,7 @@ import numpy as np
 
 from megatron_sicog.data.chat_template import encode_conversation
 from megatron_sicog.data.image import decode_image
+from megatron_sicog.guards import confined_path
 from megatron_sicog.io import RecordError, iter_records
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ class PreferenceDataset:
         turns = [t for t in rec["conversations"] if t.get("from") != "gpt"] or rec["conversations"][:1]
         images = []
         if rec.get("image"):
-            path = Path(image_root or ".") / rec["image"]
+            path = Path(confined_path(image_root, rec["image"]))  # ValueError when it leaves --image-root
             images = [decode_image(path.read_bytes())]
         out = {}
         for side in ("chosen", "rejected"):
