@@ -17,3 +17,33 @@ def torchrun(script: str, *args: str, nproc: int = 2, timeout: int = 600, env_ex
     if p.returncode != 0:
         raise AssertionError(f"torchrun {script} failed ({p.returncode}):\n{p.stdout[-4000:]}\n{p.stderr[-6000:]}")
     return p
+
+
+def small_checkpoint(d: Path, tp: int = 1):
+    """A tiny random SicogModel saved at `tp` under d/ckpt with its HF tokenizer (d/tok) named in the meta.
+
+    Returns (checkpoint dir, the model in eval mode, the tokenizer).
+    """
+    import torch
+
+    from megatron_sicog.data.tokenizer import build_tokenizer
+    from megatron_sicog.data.toy import make_hf_tokenizer, toy_texts
+    from megatron_sicog.model import sharding
+    from megatron_sicog.model.llava import build_model
+    from megatron_sicog.model.presets import LanguageArgs, ModelArgs, VisionArgs
+    from megatron_sicog.training.checkpointing import write_from_canonical
+
+    tok_dir = make_hf_tokenizer(toy_texts(300), d / "tok", vocab_size=300)
+    tok = build_tokenizer("HuggingFaceTokenizer", tok_dir)
+    args = ModelArgs(
+        language=LanguageArgs(num_layers=2, hidden_size=64, num_attention_heads=4, num_query_groups=2,
+                              ffn_hidden_size=128, vocab_size=tok.vocab_size, max_position_embeddings=512),
+        vision=VisionArgs(image_size=32, patch_size=16, num_layers=1, hidden_size=32, num_attention_heads=2,
+                          ffn_hidden_size=64),
+        image_token_id=tok.image_token_id, init_method_std=0.05)
+    torch.manual_seed(0)
+    model = build_model(args).eval()
+    full = sharding.gather_full_state_dict(model, args.language.vocab_size)
+    write_from_canonical(full, args, d / "ckpt", tp=tp, pp=1, meta_extra={
+        "tokenizer_type": "HuggingFaceTokenizer", "tokenizer_model": str(tok_dir), "chat_template": "qwen2"})
+    return d / "ckpt", model, tok

@@ -8,9 +8,8 @@ import sys
 import time
 
 import pytest
-import torch
 
-from tests.helpers import REPO
+from tests.helpers import REPO, small_checkpoint
 
 
 def _tool():
@@ -23,28 +22,10 @@ def _tool():
 @pytest.fixture(scope="module")
 def setup(mcore, tmp_path_factory):
     """A small checkpoint saved at TP=2 (loaded at TP=1), its HF tokenizer, records and images."""
-    from megatron_sicog.data.tokenizer import build_tokenizer
-    from megatron_sicog.data.toy import make_hf_tokenizer, make_records, toy_texts
-    from megatron_sicog.model import sharding
-    from megatron_sicog.model.llava import build_model
-    from megatron_sicog.model.presets import LanguageArgs, ModelArgs, VisionArgs
-    from megatron_sicog.training.checkpointing import write_from_canonical
+    from megatron_sicog.data.toy import make_records
 
     d = tmp_path_factory.mktemp("gen")
-    tok_dir = make_hf_tokenizer(toy_texts(300), d / "tok", vocab_size=300)
-    tok = build_tokenizer("HuggingFaceTokenizer", tok_dir)
-    args = ModelArgs(
-        language=LanguageArgs(num_layers=2, hidden_size=64, num_attention_heads=4, num_query_groups=2,
-                              ffn_hidden_size=128, vocab_size=tok.vocab_size, max_position_embeddings=512),
-        vision=VisionArgs(image_size=32, patch_size=16, num_layers=1, hidden_size=32, num_attention_heads=2,
-                          ffn_hidden_size=64),
-        image_token_id=tok.image_token_id, init_method_std=0.05)
-    torch.manual_seed(0)
-    model = build_model(args)
-    full = sharding.gather_full_state_dict(model, args.language.vocab_size)
-    ckpt = d / "ckpt"
-    write_from_canonical(full, args, ckpt, tp=2, pp=1, meta_extra={
-        "tokenizer_type": "HuggingFaceTokenizer", "tokenizer_model": str(tok_dir), "chat_template": "qwen2"})
+    ckpt, _, tok = small_checkpoint(d, tp=2)
     records, image_root = make_records(d / "data", 12, seed=1)
     good = [json.loads(line) for line in records.read_text().splitlines()]
     # bad input: a malformed line, a missing image, no id, an over-long question

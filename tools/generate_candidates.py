@@ -208,46 +208,6 @@ def write_lines_atomic(path: Path, lines: list) -> None:
             os.fsync(f.fileno())
 
 
-# -- model ---------------------------------------------------------------------------
-def load_model_and_tokenizer(a, tmp_dir: Path):
-    import torch  # noqa: F401
-
-    from megatron_sicog.data.tokenizer import build_tokenizer
-    from megatron_sicog.model.llava import build_model
-    from megatron_sicog.model.presets import model_args_from_flags
-    from megatron_sicog.training import checkpointing as ckpt
-
-    load, meta = a.load, {}
-    if a.hf_path:
-        from megatron_sicog.conversion.hf_import import import_hf
-
-        load = tmp_dir / "imported"
-        import_hf(load, a.tensor_model_parallel_size, 1, hf_path=a.hf_path, progress=False)
-    if load:
-        meta = ckpt.read_meta(load, a.iteration)
-    tok_type, tok_model = a.tokenizer_type or meta.get("tokenizer_type"), a.tokenizer_model or meta.get("tokenizer_model")
-    if tok_model is None and meta.get("tokenizer_dir"):
-        tok_type, tok_model = tok_type or "HuggingFaceTokenizer", str(Path(load) / meta["tokenizer_dir"])
-    if not tok_type or not tok_model:
-        raise UsageError("no tokenizer: pass --tokenizer-type and --tokenizer-model (the checkpoint names none)")
-    tokenizer = build_tokenizer(tok_type, tok_model)
-    if "model_args" in meta:
-        margs = ckpt.model_args_from_dict(meta["model_args"])
-    else:
-        margs = model_args_from_flags(a, vocab_size=tokenizer.vocab_size, image_token_id=tokenizer.image_token_id)
-    if tokenizer.image_token_id != margs.image_token_id:
-        raise UsageError(f"tokenizer's <image> id {tokenizer.image_token_id} != the model's image token id "
-                         f"{margs.image_token_id}: wrong --tokenizer-model for this checkpoint?")
-    if tokenizer.vocab_size > margs.language.vocab_size:
-        raise UsageError(f"tokenizer has {tokenizer.vocab_size} tokens, the model's vocabulary "
-                         f"{margs.language.vocab_size}")
-    model = build_model(margs).eval()
-    if load:
-        ckpt.load_model_weights(model, load, a.iteration)
-    template = a.chat_template or meta.get("chat_template") or "qwen2"
-    return model, tokenizer, template
-
-
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     a = parse_args(argv)
@@ -260,6 +220,7 @@ def main(argv=None) -> int:
 
     from megatron_sicog import runtime
     from megatron_sicog.generation.candidates import CandidateOptions, generate_candidates
+    from megatron_sicog.generation.loading import load_model_and_tokenizer
     from megatron_sicog.generation.sampling import SamplingParams
 
     import torch.distributed as dist

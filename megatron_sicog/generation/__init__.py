@@ -2,5 +2,6 @@
 
 * `engine.Engine` -- batched prefill-once / sample-N decoding on SicogModel;
 * `sampling` -- temperature / top-k / top-p, per-row seeded;
-* `candidates` -- LLaVA records -> prompts -> candidate records, `greedy_answer`.
+* `candidates` -- LLaVA records -> prompts -> candidate records, `greedy_answer`;
+* `loading` -- a model and tokenizer for inference from a checkpoint or a HF directory.
 """

@@ -19,7 +19,8 @@ batch, one candidate record per input (the interface of DESIGN.md §3)::
   sorted by prompt length inside the window and batched, so a batch pads little.
 
 `greedy_answer(model, tokenizer, items, ...)` is the evaluation entry: one
-temperature-0 response per ``{"prompt", "image"?}`` item, in order.
+temperature-0 response per ``{"prompt", "image"? | "images"?}`` item, in order
+(`iter_greedy_answers` yields them batch by batch, for resumable runs).
 """
 from __future__ import annotations
 
@@ -243,35 +244,58 @@ def generate_candidates(model, tokenizer, records: Iterable, options: Optional[C
             yield BatchResult(recs, out.num_generated)
 
 
-def greedy_answer(model, tokenizer, items: Sequence[dict], chat_template: str = "qwen2",
-                  image_root: Optional[Union[str, Path]] = None, max_new_tokens: int = 256,
-                  micro_batch_size: int = 8) -> list[str]:
-    """One greedy (temperature 0) response per item ``{"prompt": human turn text, "image"?: path}``.
+def iter_greedy_answers(model, tokenizer, items: Sequence[dict], chat_template: str = "qwen2",
+                        image_root: Optional[Union[str, Path]] = None, max_new_tokens: int = 256,
+                        micro_batch_size: int = 8, sort_window: int = 8) -> Iterator[list[tuple[int, str]]]:
+    """Greedy (temperature 0) responses, yielded batch by batch as ``[(item position, text), ...]``.
 
-    The prompt text holds ``<image>`` where the image goes (prepended when
-    absent and an image is given). Errors (missing image, prompt too long)
-    raise ValueError naming the item: evaluation must not silently skip.
+    An item is ``{"prompt": human turn text, "image"?: path, "images"?: [HxWx3 arrays or
+    zero-argument callables returning one], "id"?}``. The prompt holds one ``<image>`` per
+    image (one is prepended when it has none and an image is given). Items are tokenised
+    a window (``micro_batch_size * sort_window``) at a time and sorted by length inside it;
+    images are decoded per batch, so a large benchmark is never held decoded in memory.
+    Errors (missing image, prompt too long) raise ValueError naming the item: evaluation
+    must not silently skip.
     """
     from megatron_sicog.data.chat_template import encode_prompt, stop_token_ids
+    from megatron_sicog.data.image import preprocess_images
 
     engine = engine_for(model, tokenizer.pad)
     stops = stop_token_ids(tokenizer, chat_template)
-    prompts = []
-    for i, it in enumerate(items):
-        text, image = it["prompt"], it.get("image")
-        images = None
-        if image is not None:
-            if IMAGE_PLACEHOLDER not in text:
+    size = model.args.vision.image_size
+
+    def images_of(it: dict) -> Optional[torch.Tensor]:
+        if it.get("images"):
+            return preprocess_images([im() if callable(im) else im for im in it["images"]], size)
+        if it.get("image") is not None:
+            return load_images([it["image"]], image_root, size)
+        return None
+
+    window = max(1, micro_batch_size * sort_window)
+    for w0 in range(0, len(items), window):
+        tokens = {}
+        for i in range(w0, min(w0 + window, len(items))):
+            it = items[i]
+            text = it["prompt"]
+            if (it.get("images") or it.get("image") is not None) and IMAGE_PLACEHOLDER not in text:
                 text = f"{IMAGE_PLACEHOLDER}\n{text}"
-            images = load_images([image], image_root, model.args.vision.image_size)
-        tokens = encode_prompt(tokenizer, [{"from": "human", "value": text}], chat_template)
-        prompts.append(Prompt(tokens, images, key=str(it.get("id", i))))
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i].tokens))
-    answers: list[Optional[str]] = [None] * len(prompts)
-    for s in range(0, len(order), micro_batch_size):
-        idx = order[s:s + micro_batch_size]
-        out = engine.generate([prompts[i] for i in idx], GREEDY, num_candidates=1,
-                              max_new_tokens=max_new_tokens, stop_token_ids=stops)
-        for i, cands in zip(idx, out.tokens):
-            answers[i] = tokenizer.detokenize(cands[0])
+            tokens[i] = encode_prompt(tokenizer, [{"from": "human", "value": text}], chat_template)
+        order = sorted(tokens, key=lambda i: len(tokens[i]))
+        for s in range(0, len(order), micro_batch_size):
+            idx = order[s:s + micro_batch_size]
+            prompts = [Prompt(tokens[i], images_of(items[i]), key=str(items[i].get("id", i))) for i in idx]
+            out = engine.generate(prompts, GREEDY, num_candidates=1, max_new_tokens=max_new_tokens,
+                                  stop_token_ids=stops)
+            yield [(i, tokenizer.detokenize(c[0])) for i, c in zip(idx, out.tokens)]
+
+
+def greedy_answer(model, tokenizer, items: Sequence[dict], chat_template: str = "qwen2",
+                  image_root: Optional[Union[str, Path]] = None, max_new_tokens: int = 256,
+                  micro_batch_size: int = 8) -> list[str]:
+    """One greedy response per item, in order (`iter_greedy_answers` collected)."""
+    answers: list[Optional[str]] = [None] * len(items)
+    for batch in iter_greedy_answers(model, tokenizer, items, chat_template, image_root, max_new_tokens,
+                                     micro_batch_size):
+        for i, text in batch:
+            answers[i] = text
     return answers  # type: ignore[return-value]
