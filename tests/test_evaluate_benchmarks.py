@@ -1,9 +1,13 @@
 """tools/evaluate_benchmarks.py: saved predictions re-scored, bad input, a model answering, resume."""
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
+from megatron_sicog.guards import UsageError
 from tests import benchmark_fixtures as fx
 from tests.helpers import REPO, small_checkpoint
 
@@ -62,9 +66,17 @@ def test_bad_input_writes_nothing(files, tmp_path):
          r"chart_preds\.jsonl:line 1: question_id 10 is not a row of POPE"),
     ]
     for args, message in cases:
-        with pytest.raises(SystemExit, match=message):
+        with pytest.raises(UsageError, match=message):
             _tool().main([*args, "--output-dir", str(out)])
         assert not out.exists()
+    # as a command: one line, exit status 2
+    p = subprocess.run([sys.executable, str(REPO / "tools" / "evaluate_benchmarks.py"), *cases[0][0],
+                        "--output-dir", str(out)], capture_output=True, text=True, cwd=REPO,
+                       env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert p.returncode == 2 and p.stderr.strip().splitlines()[-1:] == [
+        f"evaluate_benchmarks: error: {bad}:row 3: missing column(s) 'A' (has "
+        + ", ".join(sorted(k for k in fx.mcq_rows()[2] if k != "A")) + ")"]
+    assert not out.exists()
 
 
 @pytest.fixture(scope="module")

@@ -39,7 +39,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from megatron_sicog.guards import UsageError, add_debug_flag, add_overwrite_flag, cli  # noqa: E402
 from megatron_sicog.io import atomic_write_json, dumps, loads, write_jsonl_atomic  # noqa: E402
+from megatron_sicog.training.checkpointing import add_allow_pickle_flag, allow_pickle  # noqa: E402
 
 log = logging.getLogger("evaluate_benchmarks")
 
@@ -70,6 +72,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="score this JSONL of {index|question_id, prediction} for benchmark NAME, no model")
     g.add_argument("--image-root", default=None, help="folder of the image files JSON rows name")
     g.add_argument("--output-dir", required=True)
+    add_overwrite_flag(g)
     g = p.add_argument_group("answering")
     g.add_argument("--mode", choices=PROMPT_MODES, default="benchmark",
                    help="benchmark: the benchmark's own prompt; answer / cot: inside the project's "
@@ -87,7 +90,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--tokenizer-model", default=None)
     g.add_argument("--chat-template", default=None, choices=sorted(TEMPLATES))
     g.add_argument("--seed", type=int, default=1234)
+    add_allow_pickle_flag(g)
     add_model_args(p)
+    add_debug_flag(p)
     a = p.parse_args(argv)
     a.benchmarks = _pairs(a.benchmark, "--benchmark", p)
     a.prediction_files = _pairs(a.predictions, "--predictions", p)
@@ -161,13 +166,16 @@ def main(argv=None) -> dict:
     from megatron_sicog.evaluation import benchmarks as bm
 
     out_dir = Path(a.output_dir)
+    if (out_dir / "results.json").exists() and not a.overwrite:
+        raise UsageError(f"--output-dir {out_dir} already has results.json; give --overwrite to replace it")
+    allow_pickle(a.allow_pickle)
     try:
         benches = {n: bm.load_benchmark(n, f, a.image_root) for n, f in a.benchmarks.items()}
         predictions = {n: bm.read_predictions(f, benches[n]) for n, f in a.prediction_files.items()}
         for n in a.to_answer:
             bm.check_images(benches[n])
     except bm.BenchmarkError as e:
-        raise SystemExit(f"evaluate_benchmarks: {e}") from None
+        raise UsageError(str(e)) from None
     writer = True
     if a.to_answer:
         import torch.distributed as dist
@@ -179,7 +187,7 @@ def main(argv=None) -> dict:
         owns_dist = not dist.is_initialized()
         runtime.init_distributed(a.tensor_model_parallel_size, 1, seed=a.seed)
         if parallel_state.get_data_parallel_world_size() != 1:
-            raise SystemExit(f"evaluate_benchmarks runs one model replica: the world size "
+            raise UsageError(f"evaluate_benchmarks runs one model replica: the world size "
                              f"({dist.get_world_size()}) must equal --tensor-model-parallel-size "
                              f"({a.tensor_model_parallel_size})")
         writer = parallel_state.get_tensor_model_parallel_rank() == 0
@@ -193,7 +201,7 @@ def main(argv=None) -> dict:
                 predictions[n] = answer_benchmark(benches[n], model, tokenizer, template, a,
                                                   out_dir / ".partial" / f"{n}.jsonl", writer)
         except bm.BenchmarkError as e:
-            raise SystemExit(f"evaluate_benchmarks: {e}") from None
+            raise UsageError(str(e)) from None
         finally:
             if owns_dist:
                 runtime.destroy_distributed()
@@ -212,4 +220,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli("evaluate_benchmarks", lambda: main() and 0))
