@@ -375,7 +375,7 @@ class Loop:
 
     def curation_counts(self, curated: Path) -> dict:
         """Curated / candidate counts, and (analysis only) pseudo-label accuracy vs the hidden answers."""
-        from megatron_sicog.curation.answers import normalize_answer
+        from megatron_sicog.curation.answers import normalize_answer, same_answer
 
         n_curated = n_reasoning = n_correct = 0
         candidates = 0
@@ -392,7 +392,8 @@ class Loop:
             if rec.get("task") == "reasoning" or "answer" in rec:
                 n_reasoning += 1
                 truth = answers.get(rec["id"])
-                n_correct += truth is not None and normalize_answer(str(truth)) == rec.get("answer")
+                key = rec.get("answer_key") or normalize_answer(str(rec.get("answer") or ""))
+                n_correct += truth is not None and same_answer(normalize_answer(str(truth)), key)
         return {"curated_samples": n_curated, "candidates": candidates,
                 "curated_reasoning_samples": n_reasoning,
                 "curated_reasoning_pseudo_label_accuracy": (n_correct / n_reasoning) if n_reasoning else None}

@@ -29,10 +29,10 @@ CASES = [
     ("**Step 4: Conclusion.** Therefore, the correct option is **C**.", "C", "c"),
     (cot("There are 3 apples on the table, so the answer is 3."), "3", "3"),
     (cot("The answer is three."), "three", "3"),
-    (cot("The answer is 1,250 kg."), "1,250 kg", "1250"),
+    (cot("The answer is 1,250 kg."), "1,250 kg", "1250 kg"),
     (cot("The answer is 1250.0"), "1250.0", "1250"),
-    (cot("The answer is $3.50."), "3.50", "3.5"),
-    (cot("The answer is 12 cm."), "12 cm", "12"),
+    (cot("The answer is $3.50."), "$3.50", "3.5 usd"),
+    (cot("The answer is 12 cm."), "12 cm", "12 cm"),
     (cot("The answer is 2.5."), "2.5", "2.5"),
     (cot("The final answer is \\boxed{42}."), "42", "42"),
     (cot("Yes, the dog is to the left of the cat."), "Yes", "yes"),
@@ -46,7 +46,7 @@ CASES = [
     ("So the final answer is \\boxed{12}.", "12", "12"),
     ("The answer is (B) red.", "(B) red", "b"),
     ("**Answer:** D", "D", "d"),
-    ("My answer would be: 7 meters.", "7 meters", "7"),
+    ("My answer would be: 7 meters.", "7 meters", "7 m"),
     ("No.", "No", "no"),
     ("42", "42", "42"),
     ("Two.", "Two", "2"),
@@ -82,8 +82,8 @@ def test_no_answer_is_none(text):
     "a,b",
     [
         ("(B)", "b"), ("B.", "b"), ("**B**", "B"), ("Option B", "b"), ("b) dog", "B"),
-        ("1,200", "1200"), ("1200.00", "1200"), ("$1,200", "1200"), ("1,200 meters", "1200 m"),
-        ("0.50", ".5"), ("three", "3"), ("two dogs", "2"), ("50%", "50"),
+        ("1,200", "1200"), ("1200.00", "1200"), ("$1,200", "1200 dollars"), ("1,200 meters", "1200 m"),
+        ("0.50", ".5"), ("three", "3"), ("two dogs", "2"), ("50%", "50 percent"),
         ("Yes.", "yes"), ("Yes, it is.", "YES"), ("No, it isn't", "no"),
         ("The Eiffel Tower.", "eiffel tower"), ("  Eiffel   tower ", "the eiffel tower!"),
         ("\\boxed{7}", "7"), ("`blue`", "Blue"),
@@ -109,3 +109,60 @@ def test_normalize_odd_input():
     assert normalize_answer(12) == "12"
     assert normalize_answer("a") == "a"        # a lone option letter is not an article
     assert normalize_answer("a cat") == "cat"  # ... but "a cat" has one
+
+
+# ------------------------------------------------- quantities keep their unit
+
+# (phrasings of one answer, its key)
+PHRASINGS = [
+    (["2 cm", "2cm", "2 centimetres", "2 centimeters", "two cm", "2.0 cm", "about 2 cm"], "2 cm"),
+    (["2.5 m", "2.5m", "2.5 metres", "two point five meters", "2 1/2 m", "2.50 meter"], "2.5 m"),
+    (["2.5 kg", "2.5 kilograms", "2.5kg"], "2.5 kg"),
+    (["twelve hundred", "1,200", "1200", "1200.0", "one thousand two hundred"], "1200"),
+    (["one hundred and five", "105", "a hundred and five", "one hundred five"], "105"),
+    (["twenty-five", "twenty five", "25"], "25"),
+    (["3/4", "0.75", "three quarters", ".75"], "0.75"),
+    (["1/2", "0.5", "half", "one half", "a half"], "0.5"),
+    (["1 1/2", "1.5", "one and a half"], "1.5"),
+    (["1/3", "2/6", "one third"], "1/3"),
+    (["50%", "50 %", "50 percent", "fifty percent", "50 per cent", "50.0%"], "50%"),
+    (["$12", "12 dollars", "12 USD", "$12.00", "twelve dollars"], "12 usd"),
+    (["25°C", "25 °C", "25 degrees Celsius", "25 ℃"], "25 °c"),
+    (["12 square metres", "12 m²", "12 m2", "12 sq m"], "12 m2"),
+    (["minus five", "-5", "negative five"], "-5"),
+    (["yes", "Yes.", "Yeah", "yep", "True", "Correct", "Yes, it is."], "yes"),
+    (["no", "No.", "nope", "False", "Incorrect", "No, it isn't."], "no"),
+    (["3", "three", "3 apples", "three apples"], "3"),
+    (["2 m tall", "2 m", "2 metres"], "2 m"),
+]
+
+
+@pytest.mark.parametrize("forms,key", PHRASINGS, ids=[p[1] for p in PHRASINGS])
+def test_phrasings_of_one_answer_share_a_key(forms, key):
+    assert {f: normalize_answer(f) for f in forms} == {f: key for f in forms}
+
+
+@pytest.mark.parametrize("a,b", [
+    ("2.5 cm", "2.5 m"), ("2.5 cm", "2.5 kg"), ("2.5 m", "2.5 kg"), ("2 cm", "2 m"), ("50%", "0.5"),
+    ("$12", "12 euros"), ("12 mph", "12 km/h"), ("twelve hundred", "12"), ("1/3", "0.333"), ("2-3", "2"),
+    ("25 °C", "25 °F"), ("2 in the box", "2 in"),
+])
+def test_different_quantities_stay_different(a, b):
+    assert normalize_answer(a) != normalize_answer(b)
+
+
+def test_same_answer_bare_number_rule():
+    from megatron_sicog.curation.answers import same_answer
+    # a bare number matches a quantity of the same value in any unit (the unit was left unsaid) ...
+    assert same_answer(normalize_answer("2"), normalize_answer("2 cm"))
+    assert same_answer(normalize_answer("2 metres"), normalize_answer("2"))
+    # ... two stated units never do, nor do different values
+    assert not same_answer(normalize_answer("2 cm"), normalize_answer("2 m"))
+    assert not same_answer(normalize_answer("2"), normalize_answer("3 cm"))
+    assert not same_answer("", "") and not same_answer("red", "") and same_answer("red", "red")
+
+
+def test_free_text_that_starts_with_a_number_word():
+    assert normalize_answer("none of the above") == "none of above"
+    assert normalize_answer("the one on the left") == "one on left"
+    assert normalize_answer("2 dogs and 3 cats") not in ("2", "3")

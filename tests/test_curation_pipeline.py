@@ -80,7 +80,7 @@ def test_curated_record_layout(tmp_path):
     assert rec["conversations"][0] == {"from": "human", "value": Q}
     assert rec["conversations"][1]["from"] == "gpt"
     assert rec["conversations"][1]["value"] == rec["candidates"][rec["kept_index"]]
-    assert rec["answer"] == "a" and rec["answers"] == ["a", "a", "b"]
+    assert rec["answer"] == "A" and rec["answer_key"] == "a" and rec["answers"] == ["a", "a", "b"]
     assert rec["scores"] == [pytest.approx(2 / 3, abs=1e-6)] * 2 + [pytest.approx(1 / 3, abs=1e-6)]
     assert rec["image"] == "r.jpg" and rec["reference"] == "A"
 
@@ -193,7 +193,7 @@ def test_several_inputs_and_json_list(tmp_path):
     (tmp_path / "b.json").write_text(json.dumps([reasoning("y", ["C", "C"]), reasoning("z", ["C", "C"])]))
     res = curate([tmp_path / "a.jsonl", tmp_path / "b.json"], tmp_path / "out.jsonl", scorer="lexical",
                  progress=False)
-    out = {r["id"]: r["answer"] for r in read(tmp_path / "out.jsonl")}
+    out = {r["id"]: r["answer_key"] for r in read(tmp_path / "out.jsonl")}
     assert out == {"x": "a", "y": "b", "z": "c"}           # the first "y" wins
     (err,) = read(tmp_path / "out.errors.jsonl")
     assert err["file"] == str(tmp_path / "b.json") and err["line"] == 1 and err["id"] == "y"

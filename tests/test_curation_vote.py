@@ -6,7 +6,8 @@ import pytest
 
 from megatron_sicog.curation.pipeline import CurationConfig, Curator, Item
 from megatron_sicog.curation.scorers import LexicalScorer
-from megatron_sicog.curation.vote import candidate_answer, parse_options, vote
+from megatron_sicog.curation.answers import extract_answer, same_answer
+from megatron_sicog.curation.vote import candidate_answer, candidate_answers, merge_bare_numbers, parse_options, vote
 from megatron_sicog.prompts import build_prompt, format_cot
 
 UMBRELLA_Q = build_prompt("cot", "What colour is the umbrella? (A) blue (B) green (C) red (D) black")
@@ -107,7 +108,7 @@ TABLE = [
          format_cot("Read the display.", "The display reads 1,520 kg.", "The total is shown directly.", "1,520 kg"),
          format_cot("Read the display.", "The display reads 1250.0 kg.", "The total is shown directly.", "1250.0"),
          format_cot("Read the display.", "The display reads 1250 kg.", "The total is shown directly.", "1250")],
-        "1250", 4 / 5, 1,
+        "1250 kg", 4 / 5, 1,
     ),
     (
         "free_text_articles_case", LANDMARK_Q,
@@ -126,11 +127,14 @@ def test_vote_table(name, prompt, cands, answer, score, kept):
     out = Curator(CurationConfig()).process([Item(name, "reasoning", prompt, list(cands), "img.jpg")])[0]
     rec = out.record
     assert rec is not None, out.dropped
-    assert rec["answer"] == answer
+    assert rec["answer_key"] == answer
+    # the kept answer is spelled as a supporter wrote it
+    assert rec["answer"] in {extract_answer(c) for c, a in zip(cands, rec["answers"]) if a == answer}
     assert rec["score"] == pytest.approx(score, abs=1e-6)
     assert rec["kept_index"] == kept
     assert rec["conversations"][1]["value"] == cands[kept]
-    assert candidate_answer(rec["conversations"][1]["value"], parse_options(prompt)) == answer
+    assert rec["answers"][kept] == answer
+    assert same_answer(candidate_answer(rec["conversations"][1]["value"], parse_options(prompt)), answer)
     # per-candidate scores: the share agreeing with each candidate, 0 for abstentions
     for a, s in zip(rec["answers"], rec["scores"]):
         assert s == pytest.approx(0.0 if a is None else rec["answers"].count(a) / len(cands), abs=1e-6)
@@ -144,7 +148,7 @@ def test_vote_is_order_independent(name, prompt, cands, answer, score, kept):
         perm = list(range(len(cands)))
         rng.shuffle(perm)
         rec = curator.process([Item(name, "reasoning", prompt, [cands[i] for i in perm])])[0].record
-        assert rec["answer"] == answer
+        assert rec["answer_key"] == answer
         assert rec["score"] == pytest.approx(score, abs=1e-6)
 
 
@@ -190,3 +194,46 @@ def test_lexical_closeness_prefers_the_central_candidate():
     # candidate 1 shares words with both 0 and 2, which share none with each other
     scores = LexicalScorer().score([["umbrella canopy red", "umbrella canopy red handle black", "handle black"]])[0]
     assert scores.argmax() == 1
+
+
+LENGTH_Q = build_prompt("cot", "How long is the pencil?")
+
+
+def lengths(concl):
+    return format_cot("Measure the pencil.", "A pencil lies beside a ruler.", "Read the ruler at its tip.", "x").replace(
+        "The answer is x.", concl)
+
+
+def test_three_three_split_of_units_is_a_tie_not_agreement():
+    cands = [lengths(f"The answer is {a}.") for a in ("2 m", "2 cm", "2 metres", "2cm", "2 meters", "2 centimetres")]
+    out = Curator(CurationConfig(reasoning_threshold=0.6)).process([Item("p", "reasoning", LENGTH_Q, cands)])[0]
+    assert out.score == pytest.approx(0.5) and out.dropped == "below_threshold"
+    rec = Curator(CurationConfig()).process([Item("p", "reasoning", LENGTH_Q, cands)])[0].record
+    assert sorted(rec["answers"]) == ["2 cm"] * 3 + ["2 m"] * 3 and rec["score"] == pytest.approx(0.5)
+
+
+def test_kept_answer_keeps_what_the_candidates_wrote():
+    cands = [lengths(f"The answer is {a}.") for a in ("2.5 cm", "2.5 cm", "2.5", "25 mm", "2.5 centimetres", "2.5")]
+    rec = Curator(CurationConfig()).process([Item("p", "reasoning", LENGTH_Q, cands)])[0].record
+    # the bare "2.5"s join "2.5 cm" (the only unit given for 2.5); the surface form keeps the unit
+    assert rec["answer_key"] == "2.5 cm" and rec["answer"] == "2.5 cm"
+    assert rec["score"] == pytest.approx(5 / 6)
+
+
+def test_bare_number_rule():
+    assert merge_bare_numbers(["2 cm", "2", "2 cm", None]) == ["2 cm", "2 cm", "2 cm", None]
+    assert merge_bare_numbers(["2 cm", "2 m", "2"]) == ["2 cm", "2 m", "2"]   # ambiguous: stays bare
+    assert merge_bare_numbers(["2", "3 cm", "red"]) == ["2", "3 cm", "red"]
+    keys, raws = candidate_answers([lengths("The answer is 2."), lengths("The answer is two centimetres."), "??"])
+    assert keys == ["2 cm", "2 cm", None] and raws == ["2", "two centimetres", None]
+
+
+def test_option_letters_and_option_text_with_units():
+    q = build_prompt("cot", "How long is the pencil? (A) 2 m (B) 2 cm (C) 20 cm")
+    assert parse_options(q) == {"2 m": "a", "2 cm": "b", "20 cm": "c"}
+    texts = [lengths(f"The answer is {a}.") for a in ("(B) 2 cm", "2 centimetres", "B", "20 cm", "two metres")]
+    keys, _ = candidate_answers(texts, parse_options(q))
+    assert keys == ["b", "b", "b", "c", "a"]
+    # a bare number goes to the one option of that value, and stays itself when two share it
+    assert candidate_answer(lengths("The answer is 20."), parse_options(q)) == "c"
+    assert candidate_answer(lengths("The answer is 2."), parse_options(q)) == "2"

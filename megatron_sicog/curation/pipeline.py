@@ -31,7 +31,8 @@ from typing import Any, Iterator, Optional, Sequence, Union
 
 from megatron_sicog.curation.report import CurationStats, summary_dict, write_report
 from megatron_sicog.curation.scorers import LexicalScorer, Scorer, make_scorer
-from megatron_sicog.curation.vote import candidate_answer, parse_options, vote
+from megatron_sicog.curation.answers import same_answer
+from megatron_sicog.curation.vote import candidate_answer, candidate_answers, parse_options, surface_answer, vote
 from megatron_sicog.io import RecordError, atomic_path, dumps, iter_records
 from megatron_sicog.records import error_record
 from megatron_sicog.prompts import IMAGE_PLACEHOLDER, final_description, follows_format
@@ -216,19 +217,20 @@ class Curator:
     def _finish_reasoning(self, o: Outcome, closeness: list[float]) -> None:
         it = o.item
         options = parse_options(it.prompt)
-        answers = [candidate_answer(c, options) for c in it.candidates]
+        answers, raws = candidate_answers(it.candidates, options)
         v = vote(answers, closeness, lambda i: follows_format(it.candidates[i], "cot"))
         self.candidate_counts["abstentions"] += v.abstentions
         if it.reference is not None and v.answer is not None:
             ref = it.reference if isinstance(it.reference, str) else str(it.reference)
-            o.reference_correct = candidate_answer(ref, options) == v.answer
+            o.reference_correct = same_answer(candidate_answer(ref, options) or "", v.answer)
         if v.answer is None:
             o.dropped = "no_answer"
             o.score = 0.0
             return
         o.score = v.score
         self._keep(o, v.kept_index, v.scores,
-                   {"answer": v.answer, "answers": v.answers, "abstentions": v.abstentions})
+                   {"answer": surface_answer(raws, answers, v.answer, v.kept_index), "answer_key": v.answer,
+                    "answers": v.answers, "abstentions": v.abstentions})
 
     def _keep(self, o: Outcome, best: int, scores: list[float], extra: dict) -> None:
         it = o.item

@@ -7,6 +7,15 @@ answer that spells out an option's text counts as that option's letter, so
 parseable answer abstains: it is no answer class, but it stays in the
 denominator of the winning share (it did not agree).
 
+A bare number beside quantities of the same value (`merge_bare_numbers`):
+"2" joins "2 cm" when "cm" is the only unit any candidate gives that value
+(the unit was left unsaid); beside both "2 cm" and "2 m" it is ambiguous and
+stays its own answer. Different units never vote together, so a 3-3 split of
+"2 m" and "2 cm" is a tie at 0.5, not agreement.
+
+The kept answer's surface form (`surface_answer`) is the most common final
+answer as the winning group's candidates wrote it ("2.5 cm", not the key).
+
 Ties are broken deterministically and independently of candidate order: the
 answer whose supporters are closest to all candidates (mean lexical MBR score)
 wins, then the lexicographically smaller normalised answer.
@@ -17,9 +26,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Optional, Sequence, Union
 
-from megatron_sicog.curation.answers import extract_answer, normalize_answer
+from collections import Counter
 
-__all__ = ["VoteResult", "parse_options", "candidate_answer", "vote"]
+from megatron_sicog.curation.answers import extract_answer, normalize_answer, split_quantity_key
+
+__all__ = ["VoteResult", "parse_options", "candidate_answer", "candidate_answers", "merge_bare_numbers",
+           "surface_answer", "vote"]
 
 # "(A) cat (B) dog", "(A) cat\n(B) dog"
 _OPT_PAREN = re.compile(r"\(\s*([A-H])\s*\)\s*([^\n()]+?)\s*(?=\(\s*[A-H]\s*\)|\n|$)")
@@ -50,17 +62,78 @@ def parse_options(prompt: Optional[str]) -> dict[str, str]:
     return {}
 
 
+def _option_key(key: str, options: Mapping[str, str]) -> str:
+    """Option text -> its letter; a bare number -> the one option of that value ("2" -> "2 cm" -> "a")."""
+    if key in options:
+        return options[key]
+    q = split_quantity_key(key)
+    if q is not None and q[1] is None:
+        hits = {letter for text, letter in options.items() if (split_quantity_key(text) or ("", ""))[0] == q[0]}
+        if len(hits) == 1:
+            return hits.pop()
+    return key
+
+
 def candidate_answer(text, options: Optional[Mapping[str, str]] = None) -> Optional[str]:
     """The vote key of one candidate: normalised answer, option text -> letter; None = abstain."""
-    raw = extract_answer(text) if isinstance(text, str) else None
-    if raw is None:
+    return candidate_answers([text], options)[0][0]
+
+
+def candidate_answers(texts: Sequence, options: Optional[Mapping[str, str]] = None
+                      ) -> tuple[list[Optional[str]], list[Optional[str]]]:
+    """(vote keys, raw answer spans) of candidates; bare numbers merged (`merge_bare_numbers`)."""
+    keys: list[Optional[str]] = []
+    raws: list[Optional[str]] = []
+    for text in texts:
+        raw = extract_answer(text) if isinstance(text, str) else None
+        key = normalize_answer(raw) if raw is not None else ""
+        if key and options:
+            key = _option_key(key, options)
+        keys.append(key or None)
+        raws.append(raw if key else None)
+    return merge_bare_numbers(keys), raws
+
+
+def merge_bare_numbers(keys: Sequence[Optional[str]]) -> list[Optional[str]]:
+    """A bare number joins the quantities of the same value when they all share one unit.
+
+    ``["2 cm", "2", "2 cm"]`` -> all ``"2 cm"``; ``["2 cm", "2 m", "2"]`` stays as it is
+    (which unit the bare "2" meant is unknown); ``["2", "3 cm"]`` stays too.
+    """
+    units: dict[str, set] = {}
+    for k in keys:
+        q = split_quantity_key(k) if k else None
+        if q is not None and q[1] is not None:
+            units.setdefault(q[0], set()).add(k)
+    out = list(keys)
+    for i, k in enumerate(keys):
+        q = split_quantity_key(k) if k else None
+        if q is not None and q[1] is None and len(units.get(q[0], ())) == 1:
+            out[i] = next(iter(units[q[0]]))
+    return out
+
+
+def surface_answer(raws: Sequence[Optional[str]], keys: Sequence[Optional[str]], winner: Optional[str],
+                   kept: Optional[int] = None) -> Optional[str]:
+    """The winner as the candidates wrote it: the most common raw answer of its supporters.
+
+    Spellings whose own key is the winner ("2.5 cm") come before those that
+    only joined it ("2.5", merged into "2.5 cm"); a tie goes to the kept
+    candidate's spelling, then to the earliest candidate.
+    """
+    if winner is None:
         return None
-    key = normalize_answer(raw)
-    if not key:
-        return None
-    if options:
-        key = options.get(key, key)
-    return key
+    support = [i for i, k in enumerate(keys) if k == winner and raws[i]]
+    if not support:
+        return winner
+    full = [i for i in support if normalize_answer(raws[i]) == winner]
+    pool = full or support
+    counts = Counter(raws[i].strip() for i in pool)
+    first = {}
+    for i in pool:
+        first.setdefault(raws[i].strip(), i)
+    kept_raw = raws[kept].strip() if kept is not None and kept in pool else None
+    return min(counts, key=lambda r: (-counts[r], r != kept_raw, first[r]))
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """Evaluation metrics of the tiny demo: answer accuracy and caption fidelity.
 
 * `answer_correct(prediction, answer)` — the shared definition of curation and
-  evaluation: ``normalize_answer(extract_answer(prediction)) ==
-  normalize_answer(answer)`` (a prediction with no answer is wrong).
+  evaluation: ``same_answer(normalize_answer(extract_answer(prediction)),
+  normalize_answer(answer))`` — equal keys, or a bare number against a
+  quantity of the same value (a prediction with no answer is wrong).
 * `caption_fidelity(text, graph)` — the final description of a CoD response
   (`prompts.final_description`; a plain caption is used whole) is parsed into
   facts (`facts.text_facts`) and compared with the scene graph's facts:
@@ -17,7 +18,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
-from ..curation.answers import extract_answer, normalize_answer
+from ..curation.answers import extract_answer, normalize_answer, same_answer
 from ..prompts import final_description
 from .facts import FACT_KINDS, Fact, graph_facts, text_facts
 
@@ -28,7 +29,7 @@ def answer_correct(prediction: str, answer: str) -> bool:
     if extracted is None:
         return False
     key = normalize_answer(extracted)
-    return bool(key) and key == normalize_answer(answer)
+    return same_answer(key, normalize_answer(answer))
 
 
 @dataclass
