@@ -482,3 +482,15 @@ def test_dpo_pairs_keep_images_inside_the_root(corpus, tmp_path):
     ds = PreferenceDataset([str(inp)], build_tokenizer("SentencePieceTokenizer", corpus["sp"]), "qwen2",
                            str(corpus["image_root"]))
     assert len(ds) == 1 and len(ds.errors) == 1 and "leads outside --image-root" in ds.errors[0]
+
+
+def test_convert_load_that_is_empty_or_truncated(setup, tmp_path):  # noqa: F811
+    (tmp_path / "empty").mkdir()
+    rc, _, err, _ = tool("convert_checkpoint", "megatron-to-hf", "--load", tmp_path / "empty", "--save",
+                         tmp_path / "hf", "--no-progress")
+    assert_one_line(rc, err, "convert_checkpoint megatron-to-hf", "not a checkpoint directory")
+    bad = _truncated_copy(setup["ckpt"], tmp_path / "ckpt", keep_iteration_zero=False)
+    rc, _, err, _ = tool("convert_checkpoint", "megatron-to-hf", "--load", tmp_path / "ckpt", "--save",
+                         tmp_path / "hf", "--no-progress")
+    assert_one_line(rc, err, "convert_checkpoint megatron-to-hf", str(bad), "truncated")
+    assert not (tmp_path / "hf").exists()
