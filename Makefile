@@ -5,7 +5,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all venv clean
+.PHONY: demo test test-all test-lmms-eval venv clean
 
 venv: $(STAMP)
 
@@ -25,5 +25,20 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(VPY) -m pytest -q $(ARGS)
 
+# lmms-eval (large: ~80 packages) lives in its own venv, outside `make venv`.
+LMMS_VENV := .venv-lmms-eval
+LMMS_STAMP := $(LMMS_VENV)/.installed
+
+$(LMMS_STAMP): setup.py requirements.txt requirements-dev.txt requirements-lmms-eval.txt
+	test -x $(LMMS_VENV)/bin/python || $(PY) -m venv $(LMMS_VENV)
+	$(LMMS_VENV)/bin/python -m pip install -q --upgrade pip
+	$(LMMS_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(LMMS_VENV)/bin/python -m pip install -q -e '.[dev,lmms-eval]'
+	$(LMMS_VENV)/bin/python -m pip uninstall -y -q torchvision
+	touch $(LMMS_STAMP)
+
+test-lmms-eval: $(LMMS_STAMP)
+	$(LMMS_VENV)/bin/python -m pytest -q tests/test_lmms_eval.py $(ARGS)
+
 clean:
-	rm -rf $(VENV) runs build *.egg-info
+	rm -rf $(VENV) $(LMMS_VENV) runs build *.egg-info

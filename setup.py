@@ -18,5 +18,7 @@ setup(
     packages=find_packages(include=["megatron_sicog", "megatron_sicog.*"]),
     python_requires=">=3.10,<3.12",
     install_requires=_pins("requirements.txt"),
-    extras_require={"dev": _pins("requirements-dev.txt")},
+    extras_require={"dev": _pins("requirements-dev.txt"), "lmms-eval": _pins("requirements-lmms-eval.txt")},
+    # `python -m lmms_eval --model megatron_sicog ...` (lmms-eval's model entry points)
+    entry_points={"lmms_eval.models": ["megatron_sicog = megatron_sicog.evaluation.lmms_plugin:manifest"]},
 )

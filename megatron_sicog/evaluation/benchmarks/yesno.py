@@ -60,7 +60,7 @@ def load(rows, root: Path, tsv: bool) -> list[dict]:
     return items
 
 
-def _metrics(pairs: list[tuple[str, str]]) -> dict:
+def pope_metrics(pairs: list[tuple[str, str]]) -> dict:
     tp = sum(p == "yes" and g == "yes" for p, g in pairs)
     fp = sum(p == "yes" and g == "no" for p, g in pairs)
     fn = sum(p == "no" and g == "yes" for p, g in pairs)
@@ -82,8 +82,8 @@ def score(items: list[dict], predictions: Mapping[str, str]) -> tuple[dict, list
                         "hit": read == it["answer"], "category": it["category"]})
         if it["category"] is not None:
             by_cat[it["category"]].append((read, it["answer"]))
-    res = _metrics([(r["read"], r["label"]) for r in per_row])
+    res = pope_metrics([(r["read"], r["label"]) for r in per_row])
     res["overall"] = res["accuracy"]
     if by_cat:
-        res["categories"] = {c: _metrics(v) for c, v in sorted(by_cat.items())}
+        res["categories"] = {c: pope_metrics(v) for c, v in sorted(by_cat.items())}
     return res, per_row
