@@ -319,3 +319,47 @@ def test_vote_and_lexical_handle_10k_items_in_under_10s_of_one_core():
     assert all(o.record is not None for o in outs) and len(scores) == 10000
     assert vote_s < 10.0, f"vote: {vote_s:.1f} s for 10,000 items"
     assert lexical_s < 10.0, f"lexical: {lexical_s:.1f} s for 10,000 items"
+
+
+# ------------------------------------ keep-fraction, reference conventions, provenance
+
+def test_keep_fraction_keeps_the_best_share_and_reports_the_threshold(tmp_path):
+    shares = {"r6": ["A"] * 6, "r5": ["A"] * 5 + ["B"], "r4": ["A"] * 4 + ["B"] * 2, "r3": ["A"] * 3 + ["B", "C", None]}
+    res = run(tmp_path, [reasoning(k, v) for k, v in shares.items()], keep_fraction=0.5, report_dir=tmp_path / "rep")
+    assert {r["id"] for r in read(tmp_path / "out.jsonl")} == {"r6", "r5"}
+    t = res.summary["tasks"]["reasoning"]
+    assert res.summary["thresholds"]["reasoning"] == pytest.approx(5 / 6)
+    assert t["threshold"] == pytest.approx(5 / 6) and t["kept_fraction"] == 0.5
+    assert res.summary["threshold_rule"].startswith("keep_fraction 0.5")
+    summary = json.loads((tmp_path / "rep" / "summary.json").read_text())
+    assert summary["tasks"]["reasoning"]["kept_fraction"] == 0.5
+    with pytest.raises(ValueError, match="not both"):
+        run(tmp_path, [reasoning("x", ["A", "A"])], keep_fraction=0.5, threshold=0.5)
+
+
+def test_curated_records_say_how_they_were_curated(tmp_path):
+    run(tmp_path, [reasoning("r", ["A", "A", "B"]),
+                   caption("c", ["a dog on a beach", "a dog on the beach", "a dog running on a beach"])],
+        reasoning_threshold=0.5, mbr_include_self=True)
+    recs = {r["id"]: r for r in read(tmp_path / "out.jsonl")}
+    assert recs["r"]["curation"] == {"scorer": "answer_vote", "embedding_model": None, "on": "final answer",
+                                     "threshold": 0.5, "threshold_rule": "absolute",
+                                     "convention": "winning share of N (abstentions count)"}
+    assert recs["c"]["curation"]["scorer"] == "lexical"
+    assert recs["c"]["curation"]["convention"] == "include_self"
+    assert recs["c"]["curation"]["on"] == "final description"
+
+
+def test_reasoning_by_mbr_on_the_conclusion_step(tmp_path):
+    # the reference scores reasoning by MBR over the conclusion step, not by voting
+    cands = [cot("A"), cot("(A) red"), cot("B")]
+    res = run(tmp_path, [{"id": "m", "image": "m.jpg", "task": "reasoning", "prompt": Q, "candidates": cands}],
+              reasoning_scorer="mbr", mbr_include_self=True)
+    (rec,) = read(tmp_path / "out.jsonl")
+    assert rec["kept_index"] in (0, 1) and rec["answer_key"] == "a"
+    assert rec["curation"]["on"] == "conclusion step" and rec["curation"]["scorer"] == "lexical"
+    from megatron_sicog.curation.scorers import naive_lexical_mbr
+    from megatron_sicog.prompts import conclusion
+    assert rec["scores"] == pytest.approx(naive_lexical_mbr([conclusion(c) for c in cands], include_self=True),
+                                          abs=1e-6)
+    assert res.summary["reasoning_scorer"] == "mbr" and res.summary["mbr_convention"].startswith("include_self")

@@ -195,3 +195,46 @@ def test_embedding_model_loads_only_when_captions_need_it(tmp_path):
     assert res.summary["kept"] == 20 and scorer._model is None
     with pytest.raises(FileNotFoundError, match="embedding model not found"):
         EmbeddingScorer(tmp_path / "no-model")
+
+
+# ------------------------------------------------ reference-compatible scores
+
+class _FixedEncoder:
+    """A stand-in sentence encoder: text "t<k>" -> row k of a fixed matrix."""
+
+    def __init__(self, E):
+        self.E = E
+
+    def encode(self, texts, normalize_embeddings=True, **_):
+        rows = self.E[[int(t[1:]) for t in texts]]
+        return rows / np.linalg.norm(rows, axis=1, keepdims=True) if normalize_embeddings else rows
+
+
+def test_include_self_equals_the_reference_formula_on_a_fixed_matrix():
+    from megatron_sicog.curation.scorers import EmbeddingScorer
+
+    rng = np.random.default_rng(7)
+    E = rng.normal(size=(6, 16)) + 2.0  # correlated rows, like embeddings of similar captions
+    texts = [f"t{k}" for k in range(6)]
+    U = E / np.linalg.norm(E, axis=1, keepdims=True)
+    # the reference: similarity_matrix = embeddings @ embeddings.T; scores = similarity_matrix.mean(axis=1)
+    reference = (U @ U.T).mean(axis=1)
+    ours_ref = EmbeddingScorer(_FixedEncoder(E), include_self=True).score([texts, texts[:3]])
+    np.testing.assert_allclose(ours_ref[0], reference, atol=1e-6)
+    np.testing.assert_allclose(ours_ref[1], (U[:3] @ U[:3].T).mean(axis=1), atol=1e-6)
+    assert int(np.argmax(ours_ref[0])) == int(np.argmax(reference))
+    # the default excludes self: include = 1/n + (n-1)/n * exclude
+    ours = EmbeddingScorer(_FixedEncoder(E)).score([texts])[0]
+    np.testing.assert_allclose(ours, ((U @ U.T).sum(axis=1) - 1.0) / 5, atol=1e-6)
+    np.testing.assert_allclose(reference, 1 / 6 + 5 / 6 * ours, atol=1e-6)
+    assert 1 / 6 + 5 / 6 * 0.82 == pytest.approx(0.85, abs=0.001)
+
+
+def test_lexical_include_self_matches_its_plain_python_oracle():
+    from megatron_sicog.curation.scorers import LexicalScorer, naive_lexical_mbr
+
+    group = ["a red bus on a street", "a red bus parked on the street", "two dogs on grass", "a bus"]
+    got = LexicalScorer(include_self=True).score([group])[0]
+    np.testing.assert_allclose(got, naive_lexical_mbr(group, include_self=True), atol=1e-8)
+    excl = np.asarray(naive_lexical_mbr(group))
+    np.testing.assert_allclose(got, 1 / 4 + 3 / 4 * excl, atol=1e-8)

@@ -20,6 +20,7 @@ thin CLI over it; the end-to-end loop calls it in-process):
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import random
 import sys
@@ -35,7 +36,7 @@ from megatron_sicog.curation.answers import same_answer
 from megatron_sicog.curation.vote import candidate_answer, candidate_answers, parse_options, surface_answer, vote
 from megatron_sicog.io import RecordError, atomic_path, dumps, iter_records
 from megatron_sicog.records import error_record
-from megatron_sicog.prompts import IMAGE_PLACEHOLDER, final_description, follows_format
+from megatron_sicog.prompts import IMAGE_PLACEHOLDER, conclusion, final_description, follows_format
 
 __all__ = [
     "Item",
@@ -85,6 +86,8 @@ class CurationConfig:
     min_candidates: int = 2
     seed: int = 0
     preferences: bool = False
+    reasoning_scorer: str = "vote"         # or "mbr": embedding MBR on the conclusion step (the reference's)
+    keep_fraction: Optional[float] = None  # keep the best-scoring share of each task instead of a threshold
 
     def threshold(self, task: str) -> float:
         return self.caption_threshold if task == "caption" else self.reasoning_threshold
@@ -203,9 +206,14 @@ class Curator:
             self.scoring_seconds["caption"] += time.perf_counter() - t0
         if live["reasoning"]:
             t0 = time.perf_counter()
-            closeness = self.lexical.score([outcomes[k].item.candidates for k in live["reasoning"]])
-            for k, close in zip(live["reasoning"], closeness):
-                self._finish_reasoning(outcomes[k], [float(x) for x in close])
+            if self.config.reasoning_scorer == "mbr":
+                groups = [[conclusion(c) for c in outcomes[k].item.candidates] for k in live["reasoning"]]
+                for k, sc in zip(live["reasoning"], self.scorer.score(groups)):
+                    self._finish_reasoning_mbr(outcomes[k], [float(x) for x in sc])
+            else:
+                closeness = self.lexical.score([outcomes[k].item.candidates for k in live["reasoning"]])
+                for k, close in zip(live["reasoning"], closeness):
+                    self._finish_reasoning(outcomes[k], [float(x) for x in close])
             self.scoring_seconds["reasoning"] += time.perf_counter() - t0
         return outcomes
 
@@ -213,6 +221,18 @@ class Curator:
         best = max(range(len(scores)), key=lambda i: (scores[i], -i))
         o.score = scores[best]
         self._keep(o, best, scores, {})
+
+    def _finish_reasoning_mbr(self, o: Outcome, scores: list[float]) -> None:
+        """The reference's reasoning score: embedding MBR over the conclusion steps."""
+        it = o.item
+        options = parse_options(it.prompt)
+        answers, raws = candidate_answers(it.candidates, options)
+        best = max(range(len(scores)), key=lambda i: (scores[i], -i))
+        o.score = scores[best]
+        if it.reference is not None and answers[best] is not None:
+            ref = it.reference if isinstance(it.reference, str) else str(it.reference)
+            o.reference_correct = same_answer(candidate_answer(ref, options) or "", answers[best])
+        self._keep(o, best, scores, {"answer": raws[best], "answer_key": answers[best], "answers": answers})
 
     def _finish_reasoning(self, o: Outcome, closeness: list[float]) -> None:
         it = o.item
@@ -338,6 +358,9 @@ def curate(
     chunk_items: int = 1024,
     device: Optional[str] = None,
     progress: Optional[bool] = None,
+    mbr_include_self: bool = False,
+    reasoning_scorer: str = "vote",
+    keep_fraction: Optional[float] = None,
 ) -> CurationResult:
     """Curate candidate files into LLaVA records; returns the summary and paths.
 
@@ -350,7 +373,22 @@ def curate(
     all their candidates). `progress`: a tqdm bar (None: only on a terminal).
     Input problems never stop the run: they are written, with file and line,
     to `errors_output` (default ``<output stem>.errors.jsonl``).
+
+    Reference-compatible options: `mbr_include_self` averages each
+    candidate's similarity over all candidates, itself included (the
+    reference's convention; scores are higher, 1/n + (n-1)/n x ours);
+    `reasoning_scorer='mbr'` scores reasoning by MBR over the conclusion
+    steps with the caption scorer instead of the answer vote;
+    `keep_fraction` keeps the best-scoring share of each task (ties at the
+    cut are all kept; the absolute threshold it implies is reported; the
+    scored items are held in memory until the cut is known).
     """
+    if reasoning_scorer not in ("vote", "mbr"):
+        raise ValueError(f"reasoning_scorer must be 'vote' or 'mbr', got {reasoning_scorer!r}")
+    if keep_fraction is not None and not 0.0 < float(keep_fraction) <= 1.0:
+        raise ValueError(f"keep_fraction must be in (0, 1], got {keep_fraction}")
+    if keep_fraction is not None and any(t is not None for t in (threshold, caption_threshold, reasoning_threshold)):
+        raise ValueError("give either keep_fraction or a threshold, not both")
     t_start = time.perf_counter()
     paths = [Path(inputs)] if isinstance(inputs, (str, os.PathLike)) else [Path(p) for p in inputs]
     for p in paths:
@@ -364,11 +402,18 @@ def curate(
         min_candidates=max(1, int(min_candidates)),
         seed=seed,
         preferences=preference_output is not None,
+        reasoning_scorer=reasoning_scorer,
+        keep_fraction=None if keep_fraction is None else float(keep_fraction),
     )
+    if keep_fraction is not None:  # keep everything scored, cut once all scores are known
+        config.caption_threshold = config.reasoning_threshold = float("-inf")
     if isinstance(scorer, str):
-        scorer_obj = make_scorer(scorer, embedding_model, batch_size=batch_size, device=device)
+        scorer_obj = make_scorer(scorer, embedding_model, batch_size=batch_size, device=device,
+                                 include_self=mbr_include_self)
     else:
         scorer_obj = scorer
+        if mbr_include_self != bool(getattr(scorer_obj, "include_self", False)):
+            raise ValueError("mbr_include_self differs from the given scorer's include_self")
     curator = Curator(config, scorer_obj)
     stats = CurationStats()
     errors: list[dict] = []
@@ -388,13 +433,23 @@ def curate(
             pref_tmp = stack.enter_context(atomic_path(preference_output))
             pref_f = stack.enter_context(open(pref_tmp, "w"))
 
+        pending: Optional[list[Outcome]] = [] if config.keep_fraction is not None else None
+
+        def emit(o: Outcome) -> None:
+            _account(o, stats)
+            if o.record is not None:
+                o.record["curation"] = provenance(config, scorer_obj, o.item.task)
+                out_f.write(dumps(o.record) + "\n")
+            if o.preference is not None and pref_f is not None:
+                o.preference["curation"] = o.record["curation"]
+                pref_f.write(dumps(o.preference) + "\n")
+
         def flush(chunk: list[Item]) -> None:
             for o in curator.process(chunk):
-                _account(o, stats)
-                if o.record is not None:
-                    out_f.write(dumps(o.record) + "\n")
-                if o.preference is not None and pref_f is not None:
-                    pref_f.write(dumps(o.preference) + "\n")
+                if pending is not None:
+                    pending.append(o)
+                else:
+                    emit(o)
 
         chunk: list[Item] = []
         last = 0
@@ -407,6 +462,14 @@ def curate(
                 last = stats.records
         if chunk:
             flush(chunk)
+        if pending is not None:
+            for task, t in fraction_thresholds(pending, config.keep_fraction).items():
+                setattr(config, f"{task}_threshold", t)
+            for o in pending:
+                if o.record is not None and o.score < config.threshold(o.item.task) - 1e-9:
+                    o.record = o.preference = o.preference_skipped = None
+                    o.dropped = "below_threshold"
+                emit(o)
         bar.update(stats.records - last)
         bar.close()
         for f in (out_f, pref_f):
@@ -434,11 +497,48 @@ def curate(
         "require_format": require_format,
         "min_candidates": config.min_candidates,
         "seed": seed,
+        "reasoning_scorer": config.reasoning_scorer,
+        "mbr_convention": mbr_convention(scorer_obj),
+        "threshold_rule": (f"keep_fraction {config.keep_fraction:g} (threshold = score of the last kept item)"
+                           if config.keep_fraction is not None else "absolute"),
+        "keep_fraction": config.keep_fraction,
     }
     summary = summary_dict(stats, meta, thresholds)
     report_paths = write_report(report_dir, summary, thresholds) if report_dir is not None else {}
     return CurationResult(summary, str(output), str(errors_output),
                           str(preference_output) if preference_output is not None else None, report_paths)
+
+
+def mbr_convention(scorer: Any) -> str:
+    if getattr(scorer, "include_self", False):
+        return "include_self: mean cosine over all N candidates, itself included (the reference's)"
+    return "exclude_self: mean cosine over the other N-1 candidates"
+
+
+def provenance(config: CurationConfig, scorer: Any, task: str) -> dict:
+    """What curation adds to a record's provenance: scorer, threshold and convention."""
+    by_vote = task == "reasoning" and config.reasoning_scorer == "vote"
+    return {
+        "scorer": "answer_vote" if by_vote else getattr(scorer, "name", type(scorer).__name__),
+        "embedding_model": None if by_vote else getattr(scorer, "model_name", None),
+        "on": "final answer" if by_vote else ("conclusion step" if task == "reasoning" else "final description"),
+        "threshold": round(config.threshold(task), 6),
+        "threshold_rule": "absolute" if config.keep_fraction is None else f"keep_fraction {config.keep_fraction:g}",
+        "convention": "winning share of N (abstentions count)" if by_vote else mbr_convention(scorer).split(":")[0],
+    }
+
+
+def fraction_thresholds(outcomes: Sequence[Outcome], fraction: float) -> dict[str, float]:
+    """Per task, the score of the last item within the best `fraction` of the scored items."""
+    out: dict[str, float] = {}
+    for task in ("caption", "reasoning"):
+        scores = sorted((o.score for o in outcomes if o.item.task == task and o.record is not None), reverse=True)
+        if scores:
+            k = min(len(scores), max(1, math.ceil(fraction * len(scores) - 1e-9)))
+            out[task] = scores[k - 1]
+        else:
+            out[task] = 0.0
+    return out
 
 
 def _account(o: Outcome, stats: CurationStats) -> None:

@@ -87,6 +87,8 @@ def summary_dict(stats: CurationStats, meta: dict, thresholds: dict) -> dict:
             "items": ts.items,
             "scored": int(sc.size),
             "kept": ts.kept,
+            "kept_fraction": round(ts.kept / sc.size, 4) if sc.size else None,  # of the scored items
+            "threshold": thresholds.get(task),
             "dropped": dict(sorted(ts.dropped.items())),
             "score_mean": round(float(sc.mean()), 4) if sc.size else None,
             "score_quantiles": (

@@ -2,7 +2,9 @@
 
 For one item with candidates c_1..c_n, ``score_i = mean_{j != i} cos(v_i, v_j)``
 (the expected agreement of c_i with the other samples); the MBR choice is the
-argmax. With unit vectors ``sum_j cos(v_i, v_j) = v_i . S`` where ``S`` is the
+argmax. With ``include_self=True`` (``--mbr-include-self``) the mean runs over
+all j including i, the reference implementation's convention (its thresholds
+0.8 / 0.85 / 0.9 are on that scale). With unit vectors ``sum_j cos(v_i, v_j) = v_i . S`` where ``S`` is the
 sum of the item's vectors, so a whole batch is scored in O(total features)
 without any pairwise loop. A group of one candidate scores 1.0.
 
@@ -90,8 +92,14 @@ def _split(values: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
 SCORE_DECIMALS = 9
 
 
-def mbr_from_unit_vectors(dots: np.ndarray, self_dots: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+def mbr_from_unit_vectors(dots: np.ndarray, self_dots: np.ndarray, sizes: np.ndarray,
+                          include_self: bool = False) -> np.ndarray:
     """score_i = (v_i . S - v_i . v_i) / (n - 1); 1.0 for groups of one.
+
+    `include_self`: the reference implementation's convention, score_i =
+    v_i . S / n = mean_j cos(v_i, v_j) with j = i included (the row mean of
+    the similarity matrix); it equals ``1/n + (n-1)/n * exclude-self score``,
+    so at N=6 an exclude-self 0.82 is an include-self 0.85.
 
     Rounded to `SCORE_DECIMALS`, so that candidates with mathematically equal
     scores (summed in a different order) tie exactly and the argmax does not
@@ -100,7 +108,10 @@ def mbr_from_unit_vectors(dots: np.ndarray, self_dots: np.ndarray, sizes: np.nda
     n = np.repeat(sizes, sizes).astype(np.float64)
     out = np.ones_like(n)
     many = n > 1
-    out[many] = (dots[many] - self_dots[many]) / (n[many] - 1)
+    if include_self:
+        out[many] = dots[many] / n[many]
+    else:
+        out[many] = (dots[many] - self_dots[many]) / (n[many] - 1)
     return np.round(np.clip(out, -1.0, 1.0), SCORE_DECIMALS)
 
 
@@ -108,6 +119,10 @@ class LexicalScorer:
     """Bag-of-words (unigram + bigram, sublinear tf) cosine MBR; no model."""
 
     name = "lexical"
+    include_self = False
+
+    def __init__(self, include_self: bool = False):
+        self.include_self = include_self
 
     def score(self, groups: Sequence[Sequence[str]]) -> list[np.ndarray]:
         offsets = _group_offsets(groups)
@@ -135,7 +150,7 @@ class LexicalScorer:
         S = np.bincount(grp, weights=w)
         dots = np.bincount(udoc, weights=w * S[grp], minlength=n_docs)
         self_dots = np.bincount(udoc, weights=w * w, minlength=n_docs)
-        return _split(mbr_from_unit_vectors(dots, self_dots, sizes), offsets)
+        return _split(mbr_from_unit_vectors(dots, self_dots, sizes, self.include_self), offsets)
 
 
 def _token_ids(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, int]:
@@ -185,7 +200,7 @@ def _runs(groups, offsets, sizes, item_of_doc, fdoc, feat, n_feat):
     return udoc, grp, tf
 
 
-def naive_lexical_mbr(texts: Sequence[str]) -> list[float]:
+def naive_lexical_mbr(texts: Sequence[str], include_self: bool = False) -> list[float]:
     """Pure-Python reference of `LexicalScorer` for one group (the same numbers
     before `LexicalScorer` rounds them to `SCORE_DECIMALS`)."""
     vecs = []
@@ -201,10 +216,10 @@ def naive_lexical_mbr(texts: Sequence[str]) -> list[float]:
     for i in range(n):
         total = 0.0
         for j in range(n):
-            if i != j:
+            if i != j or include_self:
                 a, b = (vecs[i], vecs[j]) if len(vecs[i]) <= len(vecs[j]) else (vecs[j], vecs[i])
                 total += sum(x * b.get(f, 0.0) for f, x in a.items())
-        out.append(total / (n - 1))
+        out.append(total / (n if include_self else n - 1))
     return out
 
 
@@ -226,8 +241,9 @@ class EmbeddingScorer:
     name = "embedding"
 
     def __init__(self, model: Union[None, str, os.PathLike, object] = None, batch_size: int = 64,
-                 device: Optional[str] = None):
+                 device: Optional[str] = None, include_self: bool = False):
         self.batch_size = batch_size
+        self.include_self = include_self
         if model is None or isinstance(model, (str, os.PathLike)):
             path = str(model) if model is not None else default_embedding_model_path()
             if not os.path.isdir(path):
@@ -272,12 +288,13 @@ class EmbeddingScorer:
         item_of_doc = np.repeat(np.arange(len(groups)), sizes)
         dots = np.einsum("ij,ij->i", E, S_full[item_of_doc])
         self_dots = np.einsum("ij,ij->i", E, E)
-        return _split(mbr_from_unit_vectors(dots, self_dots, sizes), offsets)
+        return _split(mbr_from_unit_vectors(dots, self_dots, sizes, self.include_self), offsets)
 
 
-def make_scorer(name: str, embedding_model=None, batch_size: int = 64, device: Optional[str] = None) -> Scorer:
+def make_scorer(name: str, embedding_model=None, batch_size: int = 64, device: Optional[str] = None,
+                include_self: bool = False) -> Scorer:
     if name == "lexical":
-        return LexicalScorer()
+        return LexicalScorer(include_self)
     if name == "embedding":
-        return EmbeddingScorer(embedding_model, batch_size=batch_size, device=device)
+        return EmbeddingScorer(embedding_model, batch_size=batch_size, device=device, include_self=include_self)
     raise ValueError(f"unknown scorer {name!r}; expected 'embedding' or 'lexical'")
