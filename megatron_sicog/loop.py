@@ -105,6 +105,9 @@ class LoopConfig:
     reasoning_threshold: float = 1.0  # unanimous answers only
     # eval
     eval_micro_batch: int = 32
+    # benchmark-format exports of the first N held-out images (MMBench-style TSV, POPE-style), scored with
+    # tools/evaluate_benchmarks.py next to the demo's own metrics; 0 = none
+    benchmark_images: int = 40
     scaling_fractions: tuple = (0.5, 1.0)
 
     @classmethod
@@ -150,6 +153,7 @@ class Loop:
         self.py = sys.executable
         self.timings: dict[str, float] = {}
         self.metrics: dict[str, dict] = {}  # tools/evaluate.py output per evaluated model
+        self.benchmarks: dict[str, dict] = {}  # tools/evaluate_benchmarks.py results per evaluated model
         self.commands = self.out / "commands.sh"
         if not self.commands.exists():
             self.commands.write_text("#!/usr/bin/env bash\n# Every command of the SICOG loop, in order "
@@ -252,6 +256,11 @@ class Loop:
         self.run("tokenizer", [self.py, "tools/train_tokenizer.py", "--input", str(self.data / "align.jsonl"),
                                str(self.data / "seed.jsonl"), "--output-prefix", str(self.tok.with_suffix("")),
                                "--vocab-size", str(c.tokenizer_vocab)])
+        if c.benchmark_images:
+            self.run("benchmark_exports", [self.py, "tools/make_benchmark_exports.py", "--eval",
+                                           str(self.data / "eval.jsonl"), "--image-root", str(self.data),
+                                           "--output-dir", str(self.data / "benchmarks"),
+                                           "--num-images", str(c.benchmark_images), "--seed", str(c.seed)])
 
     def stage2(self, model: Path, tag: str = "") -> tuple[Path, Path]:
         """Candidates on the unlabelled split + self-consistency curation."""
@@ -285,7 +294,21 @@ class Loop:
         self.run(f"score_{name}", [self.py, "tools/evaluate.py", "--predictions", str(preds),
                                    "--ground-truth", str(self.data / "eval.jsonl"), "--output", str(metrics)])
         m = self.metrics[name] = json.loads(metrics.read_text())
+        if c.benchmark_images:
+            self.benchmarks[name] = self.benchmark(name, ckpt)
         return {"accuracy": m["reasoning"]["accuracy"], "caption_score": m["caption"]["f1"]}
+
+    def benchmark(self, name: str, ckpt: Path) -> dict:
+        """The standard-benchmark tool on the exports (structured-CoT prompt, as the demo's models learnt)."""
+        c, out, bench = self.cfg, self.out / "eval" / f"benchmarks_{name}", self.data / "benchmarks"
+        self.run(f"benchmarks_{name}", [
+            self.py, "tools/evaluate_benchmarks.py", "--load", str(ckpt),
+            "--benchmark", f"MMBench_tiny={bench / 'MMBench_tiny.tsv'}", "--benchmark",
+            f"POPE_tiny={bench / 'POPE_tiny.jsonl'}", "--image-root", str(self.data), "--mode", "cot",
+            "--max-new-tokens", str(c.max_new_tokens_cot), "--micro-batch-size", str(c.eval_micro_batch),
+            "--tokenizer-type", "SentencePieceTokenizer", "--tokenizer-model", str(self.tok),
+            "--chat-template", c.chat_template, "--output-dir", str(out), "--overwrite", "--no-progress"])
+        return json.loads((out / "results.json").read_text())
 
     def _eval_inputs(self) -> tuple[Path, Path]:
         caps, qas = self.out / "eval" / "inputs_caption.jsonl", self.out / "eval" / "inputs_reasoning.jsonl"
@@ -336,6 +359,8 @@ class Loop:
         for name, ckpt in models.items():
             results[name] = self.evaluate(name, ckpt)
 
+        if self.benchmarks:
+            results["benchmarks"] = dict(self.benchmarks)
         results["comparisons"] = self.comparisons([("stage1", "sicog"), ("baseline", "sicog"),
                                                    ("stage1", "baseline")])
         if self.scaling:
@@ -404,6 +429,20 @@ def format_table(results: dict) -> str:
     lines = [f"{'model':<12} {'accuracy':>9} {'caption':>9}", "-" * 32]
     for k in rows:
         lines.append(f"{k:<12} {results[k]['accuracy']:>9.3f} {results[k]['caption_score']:>9.3f}")
+    return "\n".join(lines)
+
+
+def format_benchmarks(results: dict) -> str:
+    """The benchmark-format exports: MMBench-style CircularEval (and per-row) accuracy, POPE accuracy / F1."""
+    bench = results.get("benchmarks") or {}
+    if not bench:
+        return ""
+    lines = [f"{'model':<12} {'MMB circ.':>9} {'MMB rows':>9} {'unmatched':>9} {'POPE acc':>9} {'POPE F1':>9} "
+             f"{'yes ratio':>9}", "-" * 72]
+    for k, r in bench.items():
+        m, p = r["MMBench_tiny"], r["POPE_tiny"]
+        lines.append(f"{k:<12} {m['overall']:>9.3f} {m['per_row']:>9.3f} {m['unmatched_rate']:>9.3f} "
+                     f"{p['accuracy']:>9.3f} {p['f1']:>9.3f} {p['yes_ratio']:>9.3f}")
     return "\n".join(lines)
 
 
@@ -481,6 +520,9 @@ def main(argv=None) -> int:
     atomic_write_json(loop.out / "summary.json", results)
     plots = save_plots(results, loop.out)
     print("\n" + format_table(results))
+    if results.get("benchmarks"):
+        print("\nbenchmark-format exports of the held-out split (tools/evaluate_benchmarks.py):\n"
+              + format_benchmarks(results))
     print(format_comparisons(results))
     print(f"\n{results['curated_samples']} curated samples from {results['candidates']} candidates; "
           f"curated-answer accuracy vs hidden answers (analysis only): "

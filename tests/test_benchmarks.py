@@ -131,3 +131,9 @@ def test_bad_benchmark_files(tmp_path):
     write_jsonl_atomic(tmp_path / "bad.jsonl", [{"question_id": 1, "image": "a.png", "text": "q", "label": "maybe"}])
     with pytest.raises(bm.BenchmarkError, match="row 1: label must be yes or no"):
         bm.load_benchmark("POPE", tmp_path / "bad.jsonl")
+
+
+def test_stated_answer_matched_first():
+    counts = {"A": "1", "B": "2", "C": "3", "D": "4"}
+    assert match_option("Step 3: Reasoning. I count them.\nStep 4: Conclusion. The answer is 2.", counts) == "B"
+    assert match_option("The answer is (C).", counts) == "C"

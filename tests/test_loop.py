@@ -2,10 +2,12 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from megatron_sicog.loop import Loop, LoopConfig, TrainPhase, format_comparisons, format_table, save_plots
+from megatron_sicog.loop import (Loop, LoopConfig, TrainPhase, format_benchmarks, format_comparisons, format_table,
+                                 save_plots)
 from tests.helpers import REPO
 
 
@@ -76,6 +78,7 @@ def test_smoke_loop_end_to_end_and_resume(tmp_path):
     s = json.loads((out / "summary.json").read_text())
     for k in ("base", "stage1", "stage1_dpo", "sicog", "baseline"):
         assert set(s[k]) == {"accuracy", "caption_score"}
+        assert set(s["benchmarks"][k]) == {"MMBench_tiny", "POPE_tiny"}
     assert s["candidates"] > 0 and s["curated_samples"] > 0 and s["seconds"] > 0
     cmp = s["comparisons"]["sicog-stage1"]["accuracy"]
     assert cmp["n"] > 0 and cmp["ci_low"] <= cmp["difference"] <= cmp["ci_high"]
@@ -106,3 +109,25 @@ def test_main_seed_and_output_dir_override_the_config(tmp_path, monkeypatch):
         loop_mod.main(["--seed", "4321", "--output-dir", str(tmp_path / "s4321")])
     assert seen["cfg"].seed == 4321 and seen["cfg"].output_dir == str(tmp_path / "s4321")
     assert seen["cfg"].num_seed == LoopConfig().num_seed  # everything else from the config
+
+
+def test_benchmark_stage_command_and_table(tmp_path, monkeypatch):
+    loop = Loop(LoopConfig(output_dir=str(tmp_path / "out")))
+    ran = {}
+    res = {"MMBench_tiny": {"overall": 0.25, "per_row": 0.5, "unmatched_rate": 0.1, "n": 80},
+           "POPE_tiny": {"accuracy": 0.75, "f1": 0.8, "yes_ratio": 0.6, "n": 240}}
+
+    def fake_run(name, cmd, nproc=1):
+        ran[name] = cmd
+        out = Path(cmd[cmd.index("--output-dir") + 1])
+        out.mkdir(parents=True)
+        (out / "results.json").write_text(json.dumps(res))
+
+    monkeypatch.setattr(loop, "run", fake_run)
+    assert loop.benchmark("sicog", tmp_path / "ckpt") == res
+    cmd = ran["benchmarks_sicog"]
+    assert cmd[1] == "tools/evaluate_benchmarks.py" and cmd[cmd.index("--mode") + 1] == "cot"
+    assert any(c.startswith("MMBench_tiny=") for c in cmd) and any(c.startswith("POPE_tiny=") for c in cmd)
+    table = format_benchmarks({"benchmarks": {"sicog": res}})
+    assert table.splitlines()[-1].split() == ["sicog", "0.250", "0.500", "0.100", "0.750", "0.800", "0.600"]
+    assert format_benchmarks({}) == ""

@@ -18,8 +18,10 @@ exact matching does, in three tries:
 3. the text of exactly one option appears in the (lower-cased) prediction,
    when the prediction is at most twice as long as all option texts together.
 
-A structured-CoT response is matched on its conclusion step. A prediction that
-matches no option is counted (``unmatched``) and wrong.
+A structured-CoT response is matched on its conclusion step, first on the
+answer it states ("The answer is 2." -> "2", `curation.answers.extract_answer`),
+then on the whole step. A prediction that matches no option is counted
+(``unmatched``) and wrong.
 
 CircularEval (MMBench, CCBench): rows whose ``index`` differ by multiples of
 1,000,000 are rotations of one question (``index % 1e6`` names it); a question
@@ -34,6 +36,7 @@ import string
 from collections import defaultdict
 from typing import Mapping, Optional
 
+from megatron_sicog.curation.answers import extract_answer
 from megatron_sicog.prompts import conclusion
 
 from .table import BenchmarkError, breakdown, first, mean, require, row_id, tsv_images
@@ -60,6 +63,15 @@ def build_question(question: str, options: Mapping[str, str], hint: Optional[str
 def match_option(prediction: str, options: Mapping[str, str]) -> Optional[str]:
     """The option letter a free-text prediction chooses, or None (see the module docstring)."""
     text = conclusion(str(prediction or ""))
+    stated = extract_answer(text)
+    if stated and stated.strip() != text.strip():
+        letter = _match_text(stated, options)
+        if letter is not None:
+            return letter
+    return _match_text(text, options)
+
+
+def _match_text(text: str, options: Mapping[str, str]) -> Optional[str]:
     words = text.translate(_SPACE_OUT).split()
     named = [w for w in words if w in options]
     if len(set(named)) == 1:
