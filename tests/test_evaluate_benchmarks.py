@@ -110,3 +110,17 @@ def test_model_answers_every_row_and_resumes(checkpoint, files, tmp_path):
     assert [r["prediction"] for r in pope[1:]] == expect
     mmb = [json.loads(x) for x in (out / "MMBench_DEV_EN.predictions.jsonl").read_text().splitlines()]
     assert sum(r["hit"] for r in mmb) / 6 == pytest.approx(res["MMBench_DEV_EN"]["per_row"])
+
+
+def test_tensor_parallel_answers_equal_tp1(checkpoint, files, tmp_path):
+    """TP=2 (torchrun, 2 gloo ranks) writes the TP=1 answers; only TP rank 0 writes."""
+    from tests.helpers import torchrun
+
+    common = ["--load", str(checkpoint["ckpt"]), "--benchmark", f"POPE={files['pope']}", "--max-new-tokens", "6",
+              "--no-progress"]
+    one = _tool().main([*common, "--output-dir", str(tmp_path / "tp1")])
+    torchrun(str(REPO / "tools" / "evaluate_benchmarks.py"), *common, "--tensor-model-parallel-size", "2",
+             "--output-dir", str(tmp_path / "tp2"), nproc=2)
+    assert json.loads((tmp_path / "tp2" / "results.json").read_text()) == json.loads(json.dumps(one))
+    assert ((tmp_path / "tp2" / "POPE.predictions.jsonl").read_text()
+            == (tmp_path / "tp1" / "POPE.predictions.jsonl").read_text())
