@@ -1,5 +1,6 @@
 # The two commands of the README: `make demo` and `make test`. Both create or
-# reuse .venv and install the pinned dependencies themselves.
+# reuse .venv and install the dependencies pinned in constraints.txt themselves.
+# On a GPU cluster do not use them: see the README, "On a GPU cluster".
 PY ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
@@ -9,11 +10,10 @@ STAMP := $(VENV)/.installed
 
 venv: $(STAMP)
 
-$(STAMP): setup.py requirements.txt requirements-dev.txt
+$(STAMP): setup.py requirements.txt requirements-dev.txt constraints.txt
 	test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q torch==2.13.0
-	$(VPY) -m pip install -q -e '.[dev]'
+	$(VPY) -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -29,11 +29,10 @@ test-all: $(STAMP)
 LMMS_VENV := .venv-lmms-eval
 LMMS_STAMP := $(LMMS_VENV)/.installed
 
-$(LMMS_STAMP): setup.py requirements.txt requirements-dev.txt requirements-lmms-eval.txt
+$(LMMS_STAMP): setup.py requirements.txt requirements-dev.txt requirements-lmms-eval.txt constraints.txt
 	test -x $(LMMS_VENV)/bin/python || $(PY) -m venv $(LMMS_VENV)
 	$(LMMS_VENV)/bin/python -m pip install -q --upgrade pip
-	$(LMMS_VENV)/bin/python -m pip install -q torch==2.13.0
-	$(LMMS_VENV)/bin/python -m pip install -q -e '.[dev,lmms-eval]'
+	$(LMMS_VENV)/bin/python -m pip install -q -c constraints.txt -e '.[dev,lmms-eval]'
 	$(LMMS_VENV)/bin/python -m pip uninstall -y -q torchvision
 	touch $(LMMS_STAMP)
 

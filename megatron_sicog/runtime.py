@@ -230,6 +230,9 @@ def init_distributed(
             f"pipeline-model-parallel-size {pp} ({env.world_size} % ({tp} * {pp}) != 0)"
         )
     use_cuda = cuda_available()
+    problem = gpu_allocation_problem()
+    if problem:
+        log.warning(problem)
     if use_cuda:
         torch.cuda.set_device(env.local_rank % torch.cuda.device_count())
     else:
@@ -311,15 +314,51 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
-def transformer_engine_available() -> bool:
-    """True when Transformer Engine is importable and a GPU is present (TE specs usable)."""
-    if not cuda_available():
-        return False
+_TE_WARNED = False
+
+
+def transformer_engine_import_error() -> Optional[str]:
+    """Why Transformer Engine cannot be imported here ("ModuleNotFoundError: ..."), or None when it can."""
     try:
         import transformer_engine  # noqa: F401
-    except Exception:  # noqa: BLE001
+        import transformer_engine.pytorch  # noqa: F401  (the part the TE specs use; fails on ABI mismatch)
+    except Exception as e:  # noqa: BLE001  (any failure means the TE specs are unusable)
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def transformer_engine_available() -> bool:
+    """True when Transformer Engine is importable and a GPU is present (TE specs usable).
+
+    On a GPU where TE does not import, says so once, loudly, with the import
+    error: a container whose TE broke (e.g. its torch was replaced) must not
+    fall back to the local specs without a word.
+    """
+    global _TE_WARNED
+    if not cuda_available():
         return False
-    return True
+    error = transformer_engine_import_error()
+    if error is not None and not _TE_WARNED:
+        _TE_WARNED = True
+        log.warning("Transformer Engine cannot be imported on this GPU machine (%s); using megatron-core's local "
+                    "layer specs. If TE should be there, check that torch was not reinstalled over the one TE was "
+                    "built against (see README, 'On a GPU cluster').", error)
+    return error is None
+
+
+def gpu_allocation_problem(environ=None) -> Optional[str]:
+    """A message when the scheduler gave this job GPUs but this torch cannot use CUDA, else None."""
+    env = os.environ if environ is None else environ
+    if env.get("SICOG_FORCE_CPU") == "1":
+        return None
+    granted = {k: env[k] for k in ("SLURM_JOB_GPUS", "SLURM_GPUS_ON_NODE", "SLURM_STEP_GPUS", "CUDA_VISIBLE_DEVICES")
+               if env.get(k, "").strip() not in ("", "NoDevFiles", "-1")}
+    if not granted or (torch.cuda.is_available() and torch.cuda.device_count() > 0):
+        return None
+    build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+    return (f"GPUs were allocated ({', '.join(f'{k}={v}' for k, v in granted.items())}) but torch {torch.__version__} "
+            f"({build}) cannot use CUDA; running on the CPU. Pick the container's Python with SICOG_PYTHON, or set "
+            f"SICOG_FORCE_CPU=1 to run on the CPU on purpose.")
 
 
 def synchronize() -> None:

@@ -492,3 +492,18 @@ def test_time_limit_signal_requeues_until_done(slurm_cluster: LocalSlurm, tmp_pa
     # saves nothing, and the next one resumes from the same checkpoint)
     resumes = [e["iteration"] for e in events if e["event"] == "resume"]
     assert resumes == sorted(resumes) and set(resumes) == {e["iteration"] for e in saves[:-1]}, (resumes, saves)
+
+
+def test_python_choice_sicog_python_then_a_cuda_python3_then_the_venv(tmp_path):
+    """SICOG_PYTHON wins; else a PATH python3 whose torch has CUDA (a container's) before the CPU .venv."""
+    proc = _bash("merge.sbatch", SICOG_PYTHON="/opt/conda/bin/python", INPUT_PREFIXES="a b", OUTPUT_PREFIX="o")
+    (cmd,) = [shlex.split(line[len("SICOG_CMD:"):]) for line in proc.stdout.splitlines()
+              if line.startswith("SICOG_CMD:")]
+    assert cmd[0] == "/opt/conda/bin/python" and "python: /opt/conda/bin/python" in proc.stderr, proc.stderr
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "python3").write_text("#!/bin/sh\nexit 0\n")  # answers the CUDA probe with "yes"
+    (fake_bin / "python3").chmod(0o755)
+    env = {"PATH": f"{fake_bin}:{os.environ['PATH']}", "PYTHON": "", "INPUT_PREFIXES": "a b", "OUTPUT_PREFIX": "o"}
+    proc = _bash("merge.sbatch", **env)
+    assert "python: python3 " in proc.stderr, proc.stderr

@@ -5,7 +5,10 @@
 #
 # Environment read here (every recipe accepts these):
 #   SICOG_ROOT  megatron-sicog checkout; the recipes cd into it (default: $SLURM_SUBMIT_DIR)
-#   PYTHON      interpreter (default: $SICOG_ROOT/.venv/bin/python if present, else python3)
+#   SICOG_PYTHON  interpreter the tasks run (alias: PYTHON). Default: python3 on PATH when it
+#               imports torch with CUDA (a container's or conda env's own Python, with TE and
+#               apex), else $SICOG_ROOT/.venv/bin/python (the CPU demo venv) if present, else
+#               python3. The choice is logged at the start of every job.
 #   DRY_RUN     1 = print the command each task would run (lines starting "SICOG_CMD:",
 #               arguments shell-quoted) and exit 0 without running it (default: 0)
 #   EXTRA_ARGS  extra flags appended to the program's command line (word-split)
@@ -18,9 +21,17 @@ sicog_log() { echo "[${SICOG_SCRIPT} $(date -u +%H:%M:%S)] $*" >&2; }
 sicog_die() { echo "[${SICOG_SCRIPT}] error: $*" >&2; exit 1; }
 
 cd "$SICOG_ROOT" || sicog_die "cannot cd to SICOG_ROOT=$SICOG_ROOT"
-if [ -z "${PYTHON:-}" ]; then
-  if [ -x "$SICOG_ROOT/.venv/bin/python" ]; then PYTHON="$SICOG_ROOT/.venv/bin/python"; else PYTHON=python3; fi
+PYTHON=${SICOG_PYTHON:-${PYTHON:-}}
+if [ -z "$PYTHON" ]; then
+  # The demo .venv is built without system site-packages: on a GPU node it has no
+  # Transformer Engine or apex, so prefer a PATH Python whose torch sees CUDA.
+  if command -v python3 >/dev/null 2>&1 \
+     && python3 -c 'import sys, torch; sys.exit(0 if torch.version.cuda else 1)' >/dev/null 2>&1; then
+    PYTHON=python3
+  elif [ -x "$SICOG_ROOT/.venv/bin/python" ]; then PYTHON="$SICOG_ROOT/.venv/bin/python"
+  else PYTHON=python3; fi
 fi
+sicog_log "python: $PYTHON (set SICOG_PYTHON to choose another)"
 
 # sicog_torchrun: sets the array TORCHRUN_CMD from TORCHRUN (word-split), else
 # torchrun next to PYTHON, else torchrun on PATH, else "PYTHON -m torch.distributed.run".

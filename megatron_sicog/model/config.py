@@ -31,8 +31,11 @@ def use_transformer_engine(m: ModelArgs) -> bool:
     if m.transformer_impl == "local":
         return False
     if m.transformer_impl == "transformer_engine":
-        if not runtime.transformer_engine_available():
-            raise RuntimeError("--transformer-impl transformer_engine needs Transformer Engine and a GPU")
+        if not runtime.cuda_available():
+            raise RuntimeError("--transformer-impl transformer_engine needs a GPU (CUDA is not usable here)")
+        error = runtime.transformer_engine_import_error()
+        if error is not None:
+            raise RuntimeError(f"--transformer-impl transformer_engine: Transformer Engine cannot be imported ({error})")
         return True
     return runtime.transformer_engine_available()
 

@@ -1,0 +1,45 @@
+"""The GPU path's decisions, tested on any machine: loud TE / CUDA problems."""
+import logging
+
+import pytest
+import torch
+
+from megatron_sicog import runtime
+from megatron_sicog.model import config as model_config
+from megatron_sicog.model.presets import PRESETS
+
+needs_no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
+
+
+@needs_no_cuda
+def test_allocated_gpus_without_cuda_are_reported():
+    msg = runtime.gpu_allocation_problem({"SLURM_JOB_GPUS": "0,1"})
+    assert "SLURM_JOB_GPUS=0,1" in msg and "cannot use CUDA" in msg and "SICOG_PYTHON" in msg
+    assert runtime.gpu_allocation_problem({"SLURM_JOB_GPUS": "0,1", "SICOG_FORCE_CPU": "1"}) is None
+    assert runtime.gpu_allocation_problem({}) is None
+    assert runtime.gpu_allocation_problem({"CUDA_VISIBLE_DEVICES": ""}) is None
+
+
+def test_te_import_error_is_reported_on_a_gpu_machine(monkeypatch, caplog):
+    error = runtime.transformer_engine_import_error()
+    if error is None:
+        pytest.skip("Transformer Engine imports here")
+    assert error.split(":")[0].endswith("Error")
+    monkeypatch.setattr(runtime, "cuda_available", lambda: True)
+    monkeypatch.setattr(runtime, "_TE_WARNED", False)
+    with caplog.at_level(logging.WARNING, logger="megatron_sicog.runtime"):
+        assert runtime.transformer_engine_available() is False
+        assert runtime.transformer_engine_available() is False
+    warnings = [r.getMessage() for r in caplog.records if "Transformer Engine cannot be imported" in r.getMessage()]
+    assert len(warnings) == 1 and error in warnings[0]
+    args = PRESETS["tiny"].replace(transformer_impl="transformer_engine")
+    with pytest.raises(RuntimeError, match="Transformer Engine cannot be imported"):
+        model_config.use_transformer_engine(args)
+
+
+@needs_no_cuda
+def test_transformer_engine_asked_for_without_gpu_is_an_error():
+    args = PRESETS["tiny"].replace(transformer_impl="transformer_engine")
+    with pytest.raises(RuntimeError, match="needs a GPU"):
+        model_config.use_transformer_engine(args)
+    assert model_config.use_transformer_engine(PRESETS["tiny"].replace(transformer_impl="auto")) is False
