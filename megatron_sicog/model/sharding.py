@@ -10,6 +10,13 @@ How a tensor is split is read off megatron-core's own parameter attributes
 module knows no layer names except the ones that carry the vocabulary.
 ``partition_stride`` > 1 (megatron's SwiGLU fc1, stored per rank as
 ``[gate_r; up_r]``) splits each of the `stride` blocks separately.
+
+Canonical names are the *local* spec's. Transformer Engine fuses each layer
+norm into the linear after it (``input_layernorm.weight`` is
+``self_attention.linear_qkv.layer_norm_weight`` there) and adds
+``_extra_state`` entries; the map between the two is the one megatron-core's
+local layer spec declares (``sharded_state_dict_keys_map``), so a checkpoint of
+either implementation loads into a model of either.
 """
 from __future__ import annotations
 
@@ -22,6 +29,68 @@ from megatron.core import parallel_state
 
 _LAYER_RE = re.compile(r"^(language_model\.decoder\.layers\.)(\d+)(\..*)$")
 VOCAB_KEYS = ("language_model.embedding.word_embeddings.weight", "language_model.output_layer.weight")
+
+
+
+def _layer_norm_keys_map() -> dict[str, str]:
+    """local name fragment -> TE name fragment, from megatron-core's local GPT layer spec."""
+    from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
+
+    keys_map = getattr(get_gpt_layer_local_spec().submodules, "sharded_state_dict_keys_map", None)
+    return dict(keys_map or {"input_layernorm.": "self_attention.linear_qkv.layer_norm_",
+                             "pre_mlp_layernorm.": "mlp.linear_fc1.layer_norm_"})
+
+
+LOCAL_TO_TE = _layer_norm_keys_map()  # {"input_layernorm.": "self_attention.linear_qkv.layer_norm_", ...}
+
+
+def canonical_key(key: str) -> str:
+    """A key of either implementation, in the local spec's names."""
+    for local, te in LOCAL_TO_TE.items():
+        if f".{te}" in key:
+            return key.replace(f".{te}", f".{local}")
+    return key
+
+
+def te_key(key: str) -> str:
+    """A local-spec key in Transformer Engine's names."""
+    for local, te in LOCAL_TO_TE.items():
+        if f".{local}" in key:
+            return key.replace(f".{local}", f".{te}")
+    return key
+
+
+def implementation_of(state_dict_keys) -> str:
+    """'transformer_engine' when the keys carry TE's fused layer-norm names, else 'local'."""
+    te_parts = tuple(LOCAL_TO_TE.values())
+    return "transformer_engine" if any(p in k for k in state_dict_keys for p in te_parts) else "local"
+
+
+def canonical_names(state: dict) -> dict:
+    """A state dict of either implementation in local names, without TE's ``_extra_state``."""
+    return {canonical_key(k): v for k, v in state.items() if not k.endswith("_extra_state")}
+
+
+def state_dict_for(model, state: dict) -> dict:
+    """`state` (a local state dict of either implementation, same sharding) in `model`'s own names.
+
+    TE's ``_extra_state`` (FP8 scaling metadata) is kept when both sides are TE,
+    else the model's own is used.
+    """
+    state = {canonical_key(k): v for k, v in state.items()}
+    out, missing = {}, []
+    for key, ref in model.state_dict().items():
+        ckey = canonical_key(key)
+        if ckey in state:
+            out[key] = state[ckey]
+        elif key.endswith("_extra_state"):
+            out[key] = ref
+        else:
+            missing.append(key)
+    if missing:
+        raise KeyError(f"{len(missing)} tensors of the model are missing from the checkpoint: {missing[:10]}")
+    return out
+
 
 # (partition_dim, stride) or None for replicated tensors
 PartitionInfo = dict[str, Optional[tuple[int, int]]]
@@ -80,12 +149,13 @@ def shard_full_state_dict(full: dict, model, vocab_size: int,
     offset = layer_offset(model)
     info = partition_info(model)
     local_ref = model.state_dict()
+    full = {canonical_key(k): v for k, v in full.items()}
     out, missing = {}, []
     for key, ref in local_ref.items():
         if not _is_state(key, ref):
             out[key] = ref
             continue
-        gkey = to_global_key(key, offset)
+        gkey = canonical_key(to_global_key(key, offset))
         if gkey not in full:
             missing.append(gkey)
             continue
@@ -126,7 +196,7 @@ def _gather(model, vocab_size: int, tensors) -> dict:
             parts = [torch.empty_like(t) for _ in range(tp)]
             dist.all_gather(parts, t.contiguous(), group=tp_group)
             t = merge_tensors(parts, part[0], part[1])
-        gkey = to_global_key(key, offset)
+        gkey = canonical_key(to_global_key(key, offset))
         if gkey in VOCAB_KEYS:
             t = t[:vocab_size]
         local[gkey] = t.cpu().clone()

@@ -261,7 +261,7 @@ def load_canonical(load_dir: str | Path, iteration: Optional[int] = None) -> tup
             part = first["partition"].get(key)
             if part is not None:
                 t = sharding.merge_tensors([s["model"][key] for s in shards], part[0], part[1])
-            gkey = sharding.to_global_key(key, first["layer_offset"])
+            gkey = sharding.canonical_key(sharding.to_global_key(key, first["layer_offset"]))
             if gkey in sharding.VOCAB_KEYS:
                 t = t[:vocab]
             full[gkey] = t
@@ -339,9 +339,13 @@ def write_from_canonical(full: dict, args: ModelArgs, save_dir: str | Path, tp: 
     return finalize_iteration(save_dir, iteration, meta)
 
 
-def build_meta(args: ModelArgs, tp: int, pp: int, iteration: int, extra: Optional[dict] = None) -> dict[str, Any]:
+def build_meta(args: ModelArgs, tp: int, pp: int, iteration: int, extra: Optional[dict] = None,
+               transformer_impl: str = "local") -> dict[str, Any]:
+    """`transformer_impl`: the implementation whose names the rank files hold ("local" or
+    "transformer_engine"), as resolved; model_args keeps what was asked for ("auto" included)."""
     meta = {"model_args": model_args_to_dict(args), "tensor_model_parallel_size": tp,
-            "pipeline_model_parallel_size": pp, "iteration": iteration, "format": "megatron-sicog/legacy-v1"}
+            "pipeline_model_parallel_size": pp, "iteration": iteration, "format": "megatron-sicog/legacy-v1",
+            "transformer_impl": transformer_impl}
     meta.update(extra or {})
     return meta
 
@@ -356,7 +360,7 @@ def load_model_weights(model, load_dir: str | Path, iteration: Optional[int] = N
     if (meta["tensor_model_parallel_size"], meta["pipeline_model_parallel_size"]) == (tp, pp):
         state = load_rank_file(load_dir, parallel_state.get_tensor_model_parallel_rank(),
                                parallel_state.get_pipeline_model_parallel_rank(), iteration)
-        model.load_state_dict(state["model"], strict=True)
+        model.load_state_dict(sharding.state_dict_for(model, state["model"]), strict=True)
     else:
         full, args, _ = load_canonical(load_dir, iteration)
         sharding.load_full_state_dict(model, full, args.language.vocab_size)

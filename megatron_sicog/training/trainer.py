@@ -105,6 +105,8 @@ class Trainer:
         source = a.load if a.load and ckpt.read_tracker(a.load) is not None else a.pretrained_checkpoint
         if source:
             m = ckpt.model_args_from_dict(ckpt.read_meta(source)["model_args"])
+            if getattr(a, "transformer_impl", None):  # not a shape: either layer spec loads either checkpoint
+                m = m.replace(transformer_impl=a.transformer_impl)
             conflicts = flag_conflicts(a, m)
             if conflicts:
                 raise ValueError(f"the checkpoint {source} fixes the model's shape; these flags disagree with it: "
@@ -140,17 +142,20 @@ class Trainer:
         a = self.args
         if a.load and ckpt.read_tracker(a.load) is not None:
             meta = ckpt.read_meta(a.load)
-            same_layout = (meta["tensor_model_parallel_size"], meta["pipeline_model_parallel_size"]) == \
-                (a.tensor_model_parallel_size, a.pipeline_model_parallel_size)
+            impl = sharding.implementation_of(inner.state_dict())
+            same_layout = (meta["tensor_model_parallel_size"], meta["pipeline_model_parallel_size"],
+                           meta.get("transformer_impl", "local")) == \
+                (a.tensor_model_parallel_size, a.pipeline_model_parallel_size, impl)
             if same_layout:
                 state = ckpt.load_rank_file(a.load, parallel_state.get_tensor_model_parallel_rank(),
                                             parallel_state.get_pipeline_model_parallel_rank())
-                inner.load_state_dict(state["model"], strict=True)
+                inner.load_state_dict(sharding.state_dict_for(inner, state["model"]), strict=True)
                 log.info(f"resumed weights from {a.load} iteration {state['iteration']}")
                 return int(state["iteration"]), state
             ckpt.load_model_weights(inner, a.load)
             log.warning(f"{a.load} was saved at TP={meta['tensor_model_parallel_size']} "
-                        f"PP={meta['pipeline_model_parallel_size']}: weights resharded, optimizer state not restored")
+                        f"PP={meta['pipeline_model_parallel_size']} with {meta.get('transformer_impl', 'local')} "
+                        f"layers (this run: {impl}): weights converted, optimizer state not restored")
             return int(meta["iteration"]), None
         if a.pretrained_checkpoint:
             ckpt.load_model_weights(inner, a.pretrained_checkpoint)
@@ -329,7 +334,7 @@ class Trainer:
             extra = {"stage": a.stage, "tokenizer_type": a.tokenizer_type, "tokenizer_model": a.tokenizer_model,
                      "chat_template": a.chat_template, "consumed_samples": self.train_data.consumed_samples}
             meta = ckpt.build_meta(self.model_args, a.tensor_model_parallel_size, a.pipeline_model_parallel_size,
-                                   self.iteration, extra)
+                                   self.iteration, extra, transformer_impl=sharding.implementation_of(inner.state_dict()))
             ckpt.finalize_iteration(a.save, self.iteration, meta, keep_last=a.keep_last_checkpoints)
             log.info(f"saved checkpoint iteration {self.iteration} to {a.save}")
         dist.barrier()
