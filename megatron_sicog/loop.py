@@ -299,12 +299,13 @@ class Loop:
         return {"accuracy": m["reasoning"]["accuracy"], "caption_score": m["caption"]["f1"]}
 
     def benchmark(self, name: str, ckpt: Path) -> dict:
-        """The standard-benchmark tool on the exports (structured-CoT prompt, as the demo's models learnt)."""
+        """The standard-benchmark tool on the exports: the structured-CoT prompt over the bare question (the
+        demo's models learnt that prompt and never saw lettered options; replies match options by text)."""
         c, out, bench = self.cfg, self.out / "eval" / f"benchmarks_{name}", self.data / "benchmarks"
         self.run(f"benchmarks_{name}", [
             self.py, "tools/evaluate_benchmarks.py", "--load", str(ckpt),
             "--benchmark", f"MMBench_tiny={bench / 'MMBench_tiny.tsv'}", "--benchmark",
-            f"POPE_tiny={bench / 'POPE_tiny.jsonl'}", "--image-root", str(self.data), "--mode", "cot",
+            f"POPE_tiny={bench / 'POPE_tiny.jsonl'}", "--image-root", str(self.data), "--mode", "cot-open",
             "--max-new-tokens", str(c.max_new_tokens_cot), "--micro-batch-size", str(c.eval_micro_batch),
             "--tokenizer-type", "SentencePieceTokenizer", "--tokenizer-model", str(self.tok),
             "--chat-template", c.chat_template, "--output-dir", str(out), "--overwrite", "--no-progress"])

@@ -6,6 +6,7 @@ from megatron_sicog.evaluation.benchmarks.mcq import match_option
 from megatron_sicog.evaluation.benchmarks.vqa import relaxed_correct
 from megatron_sicog.evaluation.benchmarks.yesno import read_yes_no
 from megatron_sicog.io import write_jsonl_atomic
+from megatron_sicog.prompts import build_prompt
 from tests import benchmark_fixtures as fx
 
 OPTS = {"A": "red", "B": "blue", "C": "green", "D": "yellow"}
@@ -59,6 +60,10 @@ def test_mcq_prompt(tmp_path):
     assert text == ("<image>\nHint: Look at the round shape.\nQuestion: What colour is the circle?\nOptions:\n"
                     "A. red\nB. green\nC. blue\nD. yellow\nPlease select the correct answer from the options above.")
     assert bm.request_text(bench, bench.items[0], "cot").startswith("<image>\nQuestion: What colour is the square?")
+    assert bm.request_text(bench, bench.items[0], "cot-open") == "<image>\n" + build_prompt(
+        "cot", "What colour is the square?", with_image=False)
+    assert bm.request_text(bench, bench.items[2], "cot-open").startswith("<image>\nHint: Look at the round shape.\n"
+                                                                         "Question: What colour is the circle?\nAnswer")
 
 
 def test_pope_figures(tmp_path):

@@ -126,7 +126,7 @@ def test_benchmark_stage_command_and_table(tmp_path, monkeypatch):
     monkeypatch.setattr(loop, "run", fake_run)
     assert loop.benchmark("sicog", tmp_path / "ckpt") == res
     cmd = ran["benchmarks_sicog"]
-    assert cmd[1] == "tools/evaluate_benchmarks.py" and cmd[cmd.index("--mode") + 1] == "cot"
+    assert cmd[1] == "tools/evaluate_benchmarks.py" and cmd[cmd.index("--mode") + 1] == "cot-open"
     assert any(c.startswith("MMBench_tiny=") for c in cmd) and any(c.startswith("POPE_tiny=") for c in cmd)
     table = format_benchmarks({"benchmarks": {"sicog": res}})
     assert table.splitlines()[-1].split() == ["sicog", "0.250", "0.500", "0.100", "0.750", "0.800", "0.600"]

@@ -76,7 +76,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     g = p.add_argument_group("answering")
     g.add_argument("--mode", choices=PROMPT_MODES, default="benchmark",
                    help="benchmark: the benchmark's own prompt; answer / cot: inside the project's "
-                        "short-answer / structured-CoT prompt")
+                        "short-answer / structured-CoT prompt; cot-open: the CoT prompt over the question "
+                        "without its options (replies matched by option text)")
     g.add_argument("--max-new-tokens", type=int, default=64)
     g.add_argument("--micro-batch-size", type=int, default=8, help="prompts per batch")
     g.add_argument("--no-progress", action="store_true")

@@ -42,7 +42,7 @@ FAMILIES = {
     "pope": ("yesno", False), "chartqa": ("vqa", False),
 }
 ID_FIELD = {"mcq": "index", "yesno": "question_id", "vqa": "index"}
-PROMPT_MODES = ("benchmark", "answer", "cot")
+PROMPT_MODES = ("benchmark", "answer", "cot", "cot-open")
 
 
 @dataclass
@@ -104,13 +104,18 @@ def request_text(bench: Benchmark, item: dict, mode: str = "benchmark") -> str:
     ``benchmark``: the prompt VLMEvalKit / lmms-eval use (the options and
     "Please select ..." for multiple choice; "Answer the question using a single
     word or phrase." otherwise); ``answer`` / ``cot``: that question inside the
-    project's own short-answer or structured-CoT prompt (`prompts.build_prompt`).
+    project's own short-answer or structured-CoT prompt (`prompts.build_prompt`);
+    ``cot-open``: the CoT prompt over the question alone, a multiple-choice
+    question without its options (the reply is then matched by option text: for
+    models that never saw lettered options, like the tiny demo's).
     """
     if mode not in PROMPT_MODES:
         raise ValueError(f"unknown prompt mode {mode!r}; expected one of {PROMPT_MODES}")
     q = item["question"]
     if mode == "benchmark":
         text = q if bench.kind == "mcq" else f"{q}\n{yesno.PROMPT_TAIL}"
+    elif mode == "cot-open":
+        text = build_prompt("cot", item.get("open_question", q).removeprefix("Question: "), with_image=False)
     else:
         text = build_prompt(mode, q, with_image=False)
     return IMAGE_PLACEHOLDER * len(item["images"]) + "\n" + text if item["images"] else text

@@ -113,6 +113,7 @@ def load(rows, name: str, circular: bool) -> list[dict]:
         items.append({
             "id": idx, "where": where, "answer": answer, "options": options, "group": group,
             "question": build_question(r["question"], options, first(r, ("hint",))),
+            "open_question": build_question(r["question"], {}, first(r, ("hint",))),
             "category": first(r, ("category",)), "l2_category": first(r, ("l2-category", "l2_category")),
             "split": first(r, ("split",)),
         })
