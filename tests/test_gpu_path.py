@@ -43,3 +43,10 @@ def test_transformer_engine_asked_for_without_gpu_is_an_error():
     with pytest.raises(RuntimeError, match="needs a GPU"):
         model_config.use_transformer_engine(args)
     assert model_config.use_transformer_engine(PRESETS["tiny"].replace(transformer_impl="auto")) is False
+
+
+def test_packing_is_refused_with_transformer_engine_layers():
+    from megatron_sicog.training.arguments import packing_problem
+
+    assert "--transformer-impl local" in packing_problem(True, "transformer_engine")
+    assert packing_problem(True, "local") is None and packing_problem(False, "transformer_engine") is None

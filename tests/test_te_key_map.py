@@ -72,3 +72,26 @@ def test_te_checkpoint_loads_into_a_local_model(tmp_path):
             assert torch.equal(dst.state_dict()[k], v), k
     full, _, _ = ckpt.load_canonical(tmp_path)
     assert sharding.implementation_of(full) == "local" and not any(k.endswith("_extra_state") for k in full)
+
+
+def test_resharding_reads_memory_mapped_and_only_the_keys_asked_for(tmp_path, monkeypatch):
+    from megatron_sicog import runtime
+    from megatron_sicog.model.llava import SicogModel
+    from megatron_sicog.model.presets import PRESETS
+
+    runtime.init_distributed(1, 1, seed=0)
+    args = PRESETS["tiny"].replace(transformer_impl="local")
+    src = SicogModel(args)
+    ckpt.write_from_canonical({k: v for k, v in src.state_dict().items() if isinstance(v, torch.Tensor)
+                               and not k.endswith("_extra_state")}, args, tmp_path, tp=2, pp=1)
+    calls = []
+    real = ckpt.torch_load
+    monkeypatch.setattr(ckpt, "torch_load", lambda path, **kw: calls.append(kw) or real(path, **kw))
+    want = {"language_model.embedding.word_embeddings.weight", "language_model.decoder.final_layernorm.weight"}
+    full, _, _ = ckpt.load_canonical(tmp_path, keys=want)
+    assert set(full) == want and calls == [{"mmap": True}, {"mmap": True}]
+    dst = SicogModel(args)
+    ckpt.load_model_weights(dst, tmp_path)  # TP=2 checkpoint into this TP=1 model
+    for k, v in src.state_dict().items():
+        if isinstance(v, torch.Tensor):
+            assert torch.equal(dst.state_dict()[k], v), k

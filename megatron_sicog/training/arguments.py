@@ -183,3 +183,18 @@ def _data_files(args) -> list[str]:
         else:
             out += [tok + ".bin", tok + ".idx"]
     return out
+
+
+def packing_problem(pack_sequences: bool, transformer_impl: str) -> Optional[str]:
+    """Why --pack-sequences cannot run with this layer implementation, or None.
+
+    Packing attends through a dense block-diagonal mask. The local spec applies
+    it; Transformer Engine's attention (attn_mask_type=causal) ignores a dense
+    mask, so packed samples would attend to each other. TE packs through
+    megatron-core's PackedSeqParams (THD, cu_seqlens), not wired here yet.
+    """
+    if pack_sequences and transformer_impl == "transformer_engine":
+        return ("--pack-sequences with Transformer Engine layers would let packed samples attend to each other "
+                "(TE's causal attention ignores the block-diagonal mask); pass --transformer-impl local, or drop "
+                "--pack-sequences")
+    return None

@@ -232,36 +232,46 @@ def read_meta(load_dir: str | Path, iteration: Optional[int] = None) -> dict:
     return meta
 
 
-def load_rank_file(load_dir: str | Path, tp_rank: int, pp_rank: int, iteration: Optional[int] = None) -> dict:
+def load_rank_file(load_dir: str | Path, tp_rank: int, pp_rank: int, iteration: Optional[int] = None,
+                   mmap: bool = False) -> dict:
+    """One rank's file. mmap=True maps it instead of reading it: only the tensors used are read from
+    disk (weights-only loads never touch the optimizer state stored beside them)."""
     d = iteration_dir(load_dir, iteration)
     meta = json.loads((d / "meta.json").read_text())
     path = d / rank_dir_name(tp_rank, pp_rank, meta["pipeline_model_parallel_size"]) / RANK_FILE
     if not path.exists():
         raise CheckpointError(f"{path}: missing (checkpoint was saved with TP={meta['tensor_model_parallel_size']}"
                               f", PP={meta['pipeline_model_parallel_size']})")
-    state = torch_load(path)
+    state = torch_load(path, mmap=True) if mmap else torch_load(path)
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path}: not a rank file of this project (no 'model' state dict)")
     return state
 
 
-def load_canonical(load_dir: str | Path, iteration: Optional[int] = None) -> tuple[dict, ModelArgs, dict]:
-    """Merge every rank file of a checkpoint into the canonical TP1/PP1 state dict (no distributed)."""
+def load_canonical(load_dir: str | Path, iteration: Optional[int] = None,
+                   keys: Optional[set[str]] = None) -> tuple[dict, ModelArgs, dict]:
+    """Merge every rank file of a checkpoint into the canonical TP1/PP1 state dict (no distributed).
+
+    Files are memory-mapped: the optimizer state in them is never read. `keys`
+    (canonical names) limits the merge to those tensors, e.g. one rank's share.
+    """
     meta = read_meta(load_dir, iteration)
     tp, pp = meta["tensor_model_parallel_size"], meta["pipeline_model_parallel_size"]
     args = model_args_from_dict(meta["model_args"])
     vocab = args.language.vocab_size
     full: dict[str, torch.Tensor] = {}
     for pp_rank in range(pp):
-        shards = [load_rank_file(load_dir, r, pp_rank, iteration) for r in range(tp)]
+        shards = [load_rank_file(load_dir, r, pp_rank, iteration, mmap=True) for r in range(tp)]
         first = shards[0]
         for key, t in first["model"].items():
             if not isinstance(t, torch.Tensor) or key.endswith("_extra_state"):
                 continue
+            gkey = sharding.canonical_key(sharding.to_global_key(key, first["layer_offset"]))
+            if keys is not None and gkey not in keys:
+                continue
             part = first["partition"].get(key)
             if part is not None:
                 t = sharding.merge_tensors([s["model"][key] for s in shards], part[0], part[1])
-            gkey = sharding.canonical_key(sharding.to_global_key(key, first["layer_offset"]))
             if gkey in sharding.VOCAB_KEYS:
                 t = t[:vocab]
             full[gkey] = t
@@ -359,9 +369,11 @@ def load_model_weights(model, load_dir: str | Path, iteration: Optional[int] = N
     pp = parallel_state.get_pipeline_model_parallel_world_size()
     if (meta["tensor_model_parallel_size"], meta["pipeline_model_parallel_size"]) == (tp, pp):
         state = load_rank_file(load_dir, parallel_state.get_tensor_model_parallel_rank(),
-                               parallel_state.get_pipeline_model_parallel_rank(), iteration)
+                               parallel_state.get_pipeline_model_parallel_rank(), iteration, mmap=True)
         model.load_state_dict(sharding.state_dict_for(model, state["model"]), strict=True)
-    else:
-        full, args, _ = load_canonical(load_dir, iteration)
+    else:  # only this rank's tensors, memory-mapped
+        offset = sharding.layer_offset(model)
+        needed = {sharding.canonical_key(sharding.to_global_key(k, offset)) for k in model.state_dict()}
+        full, args, _ = load_canonical(load_dir, iteration, keys=needed)
         sharding.load_full_state_dict(model, full, args.language.vocab_size)
     return meta

@@ -34,7 +34,7 @@ from megatron_sicog.model.batch import collate
 from megatron_sicog.model.llava import SicogModel, build_model
 from megatron_sicog.model.presets import ModelArgs, flag_conflicts, model_args_from_flags, validate
 from megatron_sicog.training import checkpointing as ckpt
-from megatron_sicog.training.arguments import parse_args, validate_args
+from megatron_sicog.training.arguments import packing_problem, parse_args, validate_args
 from megatron_sicog.data.sampler import ResumableDataLoader
 from megatron_sicog.training.data_iterators import EpochShuffledView
 from megatron_sicog.training.dpo import collate_pairs, make_dpo_forward_step
@@ -73,6 +73,9 @@ class Trainer:
         self.tokenizer = self._build_tokenizer()
         self.model_args = self._build_model_args()
         inner = build_model(self.model_args, params_dtype=params_dtype(args))
+        problem = packing_problem(args.pack_sequences, sharding.implementation_of(inner.state_dict()))
+        if problem:
+            raise UsageError(problem)
         self.iteration, resume_state = self._load_weights(inner)
         self.ref_model = self._build_reference(inner) if args.stage == "dpo" else None
         inner.freeze(vision=args.freeze_vision, projector=args.freeze_projector,
