@@ -1,7 +1,8 @@
 """The lmms-eval model `megatron_sicog` with the real lmms-eval package, on a local task.
 
-Skipped where lmms-eval is not installed (the default dev install; see
-requirements-lmms-eval.txt). The task is examples/lmms_eval/sicog_pope (a
+Marked ``lmms_eval``: `make test` leaves them out, `make test-lmms-eval`
+runs them in .venv-lmms-eval (the extra `lmms-eval`), and .ci/run does both.
+Elsewhere they skip when lmms-eval is not installed. The task is examples/lmms_eval/sicog_pope (a
 task YAML over a local JSONL file); its answers must be those of
 tools/evaluate_benchmarks.py on the same file and checkpoint (the same
 prompt, greedy), so both report the same accuracy.
@@ -18,7 +19,13 @@ import pytest
 from tests import benchmark_fixtures as fx
 from tests.helpers import REPO, small_checkpoint
 
-pytest.importorskip("lmms_eval", reason="lmms-eval not installed (pip install -e '.[lmms-eval]')")
+pytestmark = pytest.mark.lmms_eval
+
+
+@pytest.fixture(autouse=True)
+def _needs_lmms_eval():
+    pytest.importorskip("lmms_eval", reason="lmms-eval not installed (pip install -e '.[lmms-eval]'; "
+                                            "make test-lmms-eval)")
 
 
 def test_entry_point_declared():
