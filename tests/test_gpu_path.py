@@ -50,3 +50,28 @@ def test_packing_is_refused_with_transformer_engine_layers():
 
     assert "--transformer-impl local" in packing_problem(True, "transformer_engine")
     assert packing_problem(True, "local") is None and packing_problem(False, "transformer_engine") is None
+
+
+def test_dpo_reference_in_bf16_runs_inside_float16module():
+    """--bf16 DPO: the reference takes the fp32 images and returns fp32 like the policy (CPU bf16 here)."""
+    import argparse
+
+    from megatron.core.transformer.module import Float16Module
+
+    from megatron_sicog.model.llava import build_model
+    from megatron_sicog.training.dpo import build_reference_model
+
+    runtime.init_distributed(1, 1, seed=0)
+    m = PRESETS["tiny"].replace(transformer_impl="local")
+    inner = build_model(m, params_dtype=torch.bfloat16)
+    ref = build_reference_model(inner, m, argparse.Namespace(bf16=True, fp16=False))
+    assert isinstance(ref, Float16Module) and not any(p.requires_grad for p in ref.parameters())
+    assert {p.dtype for p in ref.parameters()} == {torch.bfloat16}
+    P = m.vision.num_patches
+    ids = torch.tensor([[m.image_token_id] * P + [5, 6, 7]])
+    s = ids.shape[1]
+    mask = ~torch.ones(s, s, dtype=torch.bool).tril()[None, None]
+    img = torch.rand(1, 3, m.vision.image_size, m.vision.image_size)  # fp32, as collate makes them
+    with torch.no_grad():
+        out = ref(ids, torch.arange(s)[None], mask, images=img, labels=ids)
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()

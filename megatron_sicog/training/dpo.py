@@ -38,6 +38,28 @@ def dpo_loss(loss_mask: torch.Tensor, ref_logps: torch.Tensor, beta: float, outp
     }
 
 
+def build_reference_model(inner, model_args, args):
+    """The frozen DPO reference: a copy of `inner`, in the policy's precision the way the policy is.
+
+    With --bf16/--fp16 the policy runs inside megatron's Float16Module (inputs such
+    as the fp32 images cast to the half type, logits back to fp32); the reference
+    gets the same wrapper, or its ViT would see fp32 images against bf16 weights.
+    """
+    from megatron.core.transformer.module import Float16Module
+
+    from megatron_sicog.model.llava import build_model
+    from megatron_sicog.training.optim import params_dtype
+
+    ref = build_model(model_args, params_dtype=params_dtype(args))
+    ref.load_state_dict(inner.state_dict(), strict=True)
+    if args.bf16 or args.fp16:
+        ref = Float16Module(ref.config, ref)
+    ref.eval()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    return ref
+
+
 def make_dpo_forward_step(ref_model, beta: float):
     def forward_step(data_iterator, model):
         batch = next(data_iterator).to(runtime.device())

@@ -37,7 +37,7 @@ from megatron_sicog.training import checkpointing as ckpt
 from megatron_sicog.training.arguments import packing_problem, parse_args, validate_args
 from megatron_sicog.data.sampler import ResumableDataLoader
 from megatron_sicog.training.data_iterators import EpochShuffledView
-from megatron_sicog.training.dpo import collate_pairs, make_dpo_forward_step
+from megatron_sicog.training.dpo import build_reference_model, collate_pairs, make_dpo_forward_step
 from megatron_sicog.training.lm_step import forward_step as lm_forward_step
 from megatron_sicog.training.metrics import MetricsLogger
 from megatron_sicog.training.optim import (build_optimizer, build_scheduler, params_dtype, schedule_changes,
@@ -58,7 +58,7 @@ class Trainer:
     args: object
     model_args: ModelArgs
     model: list  # megatron DDP-wrapped chunks (one per rank: no virtual pipeline)
-    ref_model: Optional[SicogModel]
+    ref_model: Optional[torch.nn.Module]  # SicogModel, in Float16Module with --bf16/--fp16
     iteration: int
     train_data: ResumableDataLoader
 
@@ -165,13 +165,8 @@ class Trainer:
             log.info(f"initial weights from {a.pretrained_checkpoint}")
         return 0, None
 
-    def _build_reference(self, inner: SicogModel) -> SicogModel:
-        ref = build_model(self.model_args, params_dtype=params_dtype(self.args))
-        ref.load_state_dict(inner.state_dict(), strict=True)
-        ref.eval()
-        for p in ref.parameters():
-            p.requires_grad_(False)
-        return ref
+    def _build_reference(self, inner: SicogModel):
+        return build_reference_model(inner, self.model_args, self.args)
 
     def _collate_fn(self):
         from megatron_sicog.data.image import preprocess_images
