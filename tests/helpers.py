@@ -7,9 +7,20 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
+def worker_env(nproc: int) -> dict:
+    """Environment for `nproc` worker ranks: on gloo/CPU unless there is one GPU per rank
+    (two NCCL ranks must not share one GPU)."""
+    import torch
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    if nproc > 1 and torch.cuda.is_available() and torch.cuda.device_count() < nproc:
+        env["SICOG_FORCE_CPU"] = "1"
+    return env
+
+
 def torchrun(script: str, *args: str, nproc: int = 2, timeout: int = 600, env_extra: dict | None = None):
     """Run `script` under torchrun; raise with the output tail on failure."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    env = worker_env(nproc)
     env.update(env_extra or {})
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
            str(script), *args]

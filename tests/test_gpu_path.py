@@ -8,7 +8,7 @@ from megatron_sicog import runtime
 from megatron_sicog.model import config as model_config
 from megatron_sicog.model.presets import PRESETS
 
-needs_no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
+needs_no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="GPU present: checks the message of a machine without CUDA")
 
 
 @needs_no_cuda

@@ -8,13 +8,12 @@ from it; every per-iteration loss must equal the single-process TP=1 run to
 fp32 round-off.
 """
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers import REPO, worker_env
 
 ARGS = ["--stage", "sft", "--mock-data", "--micro-batch-size", "2", "--global-batch-size", "4",
         "--seq-length", "64", "--lr", "1e-3", "--train-iters", "6", "--seed", "11", "--log-interval", "1"]
@@ -25,7 +24,7 @@ def _losses(path):
 
 
 def _launch(nproc, *args):
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    env = worker_env(nproc)
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc)] \
         if nproc > 1 else [sys.executable]
     p = subprocess.run([*launcher, str(REPO / "pretrain_sicog.py"), *ARGS, *args], cwd=REPO, env=env,
