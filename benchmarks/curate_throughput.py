@@ -34,6 +34,10 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.rss import peak_rss_line  # noqa: E402
+
 
 def _args():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -121,6 +125,8 @@ def main() -> int:
                        preference_output=tmp / "pref.jsonl", report_dir=tmp / "report",
                        reasoning_threshold=0.5)
         report("curate", n, t, f"  (lexical, end to end with I/O and report; kept {res.summary['kept']})")
+
+    print(peak_rss_line())
 
     print(f"ratio: {lex_rate / naive_rate:.2f}")
     return 0

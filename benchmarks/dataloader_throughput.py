@@ -29,6 +29,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.rss import peak_rss_line  # noqa: E402
+
 from megatron_sicog.data.chat_template import encode_conversation  # noqa: E402
 from megatron_sicog.data.image import load_image, preprocess_images  # noqa: E402
 from megatron_sicog.data.sampler import ResumableDataLoader  # noqa: E402
@@ -135,6 +137,7 @@ def main() -> None:
     print(f"(micro-batch {args.micro_batch_size}, {args.num_workers} DataLoader workers, "
           f"{args.source_size}px JPEG -> {args.image_size}px, CLIP-normalised)")
     ours = next(iter(rates.values()))  # the default storage (source bytes)
+    print(peak_rss_line())
     print(f"ratio: {ours / rates[peer_name]:.2f}")
 
 

@@ -29,6 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.rss import peak_rss_line  # noqa: E402
+
 import torch  # noqa: E402
 
 
@@ -123,6 +125,7 @@ def main(argv=None) -> float:
     ratio = results["megatron-sicog engine"] / results["hf generate"]
     wall_ratio = results_wall["megatron-sicog engine"] / results_wall["hf generate"]
     print(f"prompts={a.num_prompts} N={N} new_tokens={T} threads={a.threads}; wall-time ratio {wall_ratio:.2f}")
+    print(peak_rss_line())
     print(f"ratio: {ratio:.2f}")
     return ratio
 

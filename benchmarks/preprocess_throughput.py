@@ -47,6 +47,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.rss import peak_rss_line  # noqa: E402
+
 
 def make_corpus(path: Path, n_docs: int, doc_bytes: int, seed: int) -> list[str]:
     """Zipf-distributed pseudo-words (2-4 syllables) in sentences; seeded."""
@@ -91,15 +93,22 @@ def tokenizer_only(kind: str, model: str, texts: list[str]) -> dict:
     return out
 
 
-def _timed_run(cmd: list[str], **kw) -> tuple[subprocess.CompletedProcess, float, float]:
-    """Run a command; returns (result, wall seconds, CPU seconds of it and all its workers)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+def _timed_run(cmd: list[str], **kw) -> tuple[subprocess.CompletedProcess, float, float, float]:
+    """Run a command; returns (result, wall seconds, CPU seconds of it and all its workers,
+    peak RSS in MiB of its largest process, workers included: wait4's ru_maxrss)."""
+    import tempfile
+
     t0 = time.perf_counter()
-    p = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, text=True, **kw)
+        _, status, ru = os.wait4(proc.pid, 0)  # reaps it: Popen.wait would lose the rusage
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
     wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return p, wall, cpu
+    cpu = ru.ru_utime + ru.ru_stime
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr), wall, cpu, ru.ru_maxrss / 1024
 
 
 def run_ours(kind: str, model: str, corpus: Path, prefix: Path, workers: int) -> dict:
@@ -107,7 +116,7 @@ def run_ours(kind: str, model: str, corpus: Path, prefix: Path, workers: int) ->
            "--tokenizer-type", "SentencePieceTokenizer" if kind == "sp" else "HuggingFaceTokenizer",
            "--tokenizer-model", model, "--output-prefix", str(prefix), "--workers", str(workers),
            "--no-progress", "--log-interval", "0"]
-    p, wall, cpu = _timed_run(cmd)
+    p, wall, cpu, rss = _timed_run(cmd)
     if p.returncode:
         raise RuntimeError(f"ours failed:\n{p.stderr[-3000:]}")
     line = [x for x in p.stdout.splitlines() if x.startswith("preprocess_data:")][-1]
@@ -115,7 +124,7 @@ def run_ours(kind: str, model: str, corpus: Path, prefix: Path, workers: int) ->
     tokens = int(re.search(r"tokens (\d+)", line).group(1))
     secs = float(re.search(r"MB written, ([\d.]+) s", line).group(1))
     return {"docs_s": docs / secs, "tokens_s": tokens / secs, "tokens": tokens, "wall": wall, "docs": docs,
-            "cpu": cpu}
+            "cpu": cpu, "rss": rss}
 
 
 def run_megatron(kind: str, model: str, corpus: Path, prefix: Path, workers: int, mlm: Path,
@@ -124,7 +133,7 @@ def run_megatron(kind: str, model: str, corpus: Path, prefix: Path, workers: int
            "--tokenizer-type", "SentencePieceTokenizer" if kind == "sp" else "HuggingFaceTokenizer",
            "--tokenizer-model", model, "--append-eod", "--output-prefix", str(prefix),
            "--workers", str(workers), "--log-interval", str(n_docs)]
-    p, wall, cpu = _timed_run(cmd, cwd=str(mlm))
+    p, wall, cpu, rss = _timed_run(cmd, cwd=str(mlm))
     if p.returncode:
         raise RuntimeError(f"Megatron-LM failed:\n{p.stderr[-3000:]}")
     m = re.findall(r"Processed (\d+) documents \(([\d.]+) docs/s", p.stderr)
@@ -132,7 +141,7 @@ def run_megatron(kind: str, model: str, corpus: Path, prefix: Path, workers: int
     nbytes = os.path.getsize(f"{prefix}_text_document.bin")
     tokens = nbytes // (2 if kind == "sp" or nbytes < 2**31 else 4)  # uint16 for vocab < 65500
     return {"docs_s": rate, "tokens_s": rate * tokens / docs, "tokens": tokens, "wall": wall, "docs": docs,
-            "cpu": cpu}
+            "cpu": cpu, "rss": rss}
 
 
 def profile(kind: str, model: str, corpus: Path, n: int = 5000) -> str:
@@ -233,7 +242,7 @@ def main() -> None:
                   f"{r['cpu_docs_s']:,.0f} docs per CPU-second")
         print(f"ours:        {ours['docs_s']:,.0f} docs/s, {ours['tokens_s']:,.0f} tokens/s "
               f"(wall {ours['wall']:.1f} s incl. start-up); {ours['cpu_docs_s']:,.0f} docs per CPU-second "
-              f"(all processes, start-up {base['ours']:.1f} CPU-s subtracted)")
+              f"(all processes, start-up {base['ours']:.1f} CPU-s subtracted); peak RSS {ours['rss']:,.0f} MiB")
         print(f"ours / tokenizer-only (1 thread): {ours['docs_s'] / tok['1 thread']['docs_s']:.2f} docs/s (wall), "
               f"{ours['cpu_docs_s'] / tok['1 thread']['cpu_docs_s']:.2f} docs per CPU-second; "
               f"(default threads): {ours['docs_s'] / tok['default threads']['docs_s']:.2f} (wall)")
@@ -241,7 +250,7 @@ def main() -> None:
             peer = best["peer"]
             print(f"Megatron-LM: {peer['docs_s']:,.0f} docs/s, {peer['tokens_s']:,.0f} tokens/s "
                   f"(wall {peer['wall']:.1f} s incl. start-up); {peer['cpu_docs_s']:,.0f} docs per CPU-second "
-                  f"(start-up {base['peer']:.1f} CPU-s subtracted)")
+                  f"(start-up {base['peer']:.1f} CPU-s subtracted); peak RSS {peer['rss']:,.0f} MiB")
             same = "equal" if peer["tokens"] == ours["tokens"] else f"DIFFER ({ours['tokens']} vs {peer['tokens']})"
             print(f"token counts ours vs Megatron-LM: {same}")
             r_wall = ours["docs_s"] / peer["docs_s"]
@@ -252,6 +261,7 @@ def main() -> None:
                 ratio = r
         if args.profile:
             print(f"\nprofile of one worker converting 5,000 docs ({kind}), by own time:\n{profile(kind, model, corpus)}")
+    print(peak_rss_line() + " (this process: corpus, tokenizer-only runs)")
     print(f"ratio: {ratio:.2f}" if ratio is not None else "ratio: nan")
 
 

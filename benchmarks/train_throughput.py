@@ -68,10 +68,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.rss import peak_rss_line  # noqa: E402
+
 import torch  # noqa: E402
 
 SIDE_NAMES = {"ours": "ours (Trainer.train_step)", "hf-sdpa": "HF loop (sdpa)", "hf-eager": "HF loop (eager)",
-              "hf-sdpa+mode": "HF sdpa + emulation mode"}
+              "hf-sdpa+mode": "HF sdpa + emulation mode", "ours-bf16": "ours --bf16-autocast",
+              "hf-sdpa-bf16": "HF loop (sdpa) bf16 autocast"}
 
 
 def trainer_argv(a) -> list[str]:
@@ -132,7 +135,7 @@ def hf_batch(b) -> dict:
     return {"input_ids": ids, "pixel_values": b.images, "attention_mask": real.long(), "labels": labels}
 
 
-def hf_step_fn(model, batches: list[dict], steps: int, with_mode: bool):
+def hf_step_fn(model, batches: list[dict], steps: int, with_mode: bool, bf16: bool = False):
     """The usual HF loop step; without the emulation TorchFunctionMode unless `with_mode`."""
     from transformers import get_cosine_schedule_with_warmup
 
@@ -144,7 +147,8 @@ def hf_step_fn(model, batches: list[dict], steps: int, with_mode: bool):
     def step() -> float:
         with contextlib.nullcontext() if with_mode else torch._C.DisableTorchFunction():
             opt.zero_grad(set_to_none=True)
-            loss = model(**next(it)).loss
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = model(**next(it)).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
@@ -168,6 +172,8 @@ def parse(argv=None):
     p.add_argument("--eager", action="store_true", help="also time HF with attn_implementation='eager'")
     p.add_argument("--mode-overhead", action="store_true",
                    help="also time HF sdpa with the CPU emulation's TorchFunctionMode active")
+    p.add_argument("--bf16-autocast", action="store_true",
+                   help="also time both sides under bf16 autocast (ours: --bf16-autocast; HF: torch.autocast)")
     p.add_argument("--profile", action="store_true", help="cProfile --profile-steps extra steps per side (stderr)")
     p.add_argument("--profile-steps", type=int, default=3)
     return p.parse_args(argv)
@@ -195,6 +201,14 @@ def main(argv=None) -> float:
         return out["lm_loss"]
 
     steps = {"ours": ours_step}
+    if a.bf16_autocast:
+        trainer16 = Trainer(parse_args(trainer_argv(a) + ["--bf16-autocast"]))
+        trainer16.train_data = iter(batches)
+
+        def ours16_step() -> float:
+            return trainer16.train_step()["lm_loss"]
+
+        steps["ours-bf16"] = ours16_step
     with torch._C.DisableTorchFunction():
         hf_batches = [hf_batch(b) for b in batches]
         variants = [("hf-sdpa", "sdpa", False)] + ([("hf-eager", "eager", False)] if a.eager else []) + \
@@ -202,6 +216,8 @@ def main(argv=None) -> float:
         for side, attn, with_mode in variants:
             model = build_hf(trainer.model_args, state, attn)
             steps[side] = hf_step_fn(model, hf_batches, n, with_mode)
+        if a.bf16_autocast:
+            steps["hf-sdpa-bf16"] = hf_step_fn(build_hf(trainer.model_args, state, "sdpa"), hf_batches, n, False, True)
     sides = list(steps)
 
     times = {s: [] for s in sides}
@@ -258,6 +274,15 @@ def main(argv=None) -> float:
         print(f"emulation TorchFunctionMode on the HF step: {(med['hf-sdpa+mode'] - med['hf-sdpa']) * 1e3:+.1f} ms "
               f"({med['hf-sdpa+mode'] / med['hf-sdpa']:.3f}x)")
     ratio = tps["ours"] / tps["hf-sdpa"]
+    if a.bf16_autocast:
+        print(f"ours --bf16-autocast / ours fp32: {tps['ours-bf16'] / tps['ours']:.3f}; "
+              f"/ HF bf16 autocast: {tps['ours-bf16'] / tps['hf-sdpa-bf16']:.3f}; "
+              f"cpu-time ratio / HF sdpa fp32: {cps['ours-bf16'] / cps['hf-sdpa']:.3f}")
+        worst = max(abs(x - y) / abs(y) for x, y in zip(losses["ours-bf16"], losses["ours"]))
+        print(f"loss of ours --bf16-autocast vs ours fp32, every step: at most {worst:.2e} relative")
+        ratio = tps["ours-bf16"] / tps["hf-sdpa"]
+        print("ratio below: ours --bf16-autocast / HF loop (sdpa) fp32 (the HF loop as users run it by default)")
+    print(peak_rss_line())
     print(f"ratio: {ratio:.3f}")
     return ratio
 

@@ -361,6 +361,23 @@ def gpu_allocation_problem(environ=None) -> Optional[str]:
             f"SICOG_FORCE_CPU=1 to run on the CPU on purpose.")
 
 
+def autocast_bf16(enabled: bool = True):
+    """``torch.autocast`` to bf16 on this machine's device: matmuls and attention in bf16
+    (AMX / AVX-512 BF16 on a CPU, tensor cores on a GPU), weights, gradients and the
+    optimizer state stay fp32. A no-op context when not `enabled`."""
+    return torch.autocast(device().type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True on CPUs whose oneDNN matmuls run bf16 natively (AMX or AVX-512 BF16)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((ln for ln in f if ln.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
 def synchronize() -> None:
     if cuda_available():
         torch.cuda.synchronize()

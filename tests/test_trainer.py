@@ -121,3 +121,17 @@ def test_missing_data_files_are_named(tmp_path):
         validate_args(a, 1)
     msg = str(e.value)
     assert f"{tmp_path / 'nope'}.bin" in msg and "b.jsonl" in msg and "tokenizer model not found" in msg
+
+
+def test_bf16_autocast_losses_follow_fp32(tmp_path):
+    """--bf16-autocast (bf16 matmuls, fp32 weights/grads/Adam) tracks the fp32 run: every one of 12
+    iterations' loss within 1% of fp32's (seen: <= 0.1%), and it learns as much."""
+    logs = {}
+    for name, extra in (("fp32", []), ("bf16", ["--bf16-autocast"])):
+        logs[name] = tmp_path / f"{name}.jsonl"
+        _run("--stage", "sft", "--train-iters", "12", "--log-json", str(logs[name]), *extra)
+    ref, got = _losses(logs["fp32"]), _losses(logs["bf16"])
+    assert sorted(got) == sorted(ref) == list(range(1, 13))
+    for it in ref:
+        assert abs(got[it] - ref[it]) <= 0.01 * abs(ref[it]), (it, got[it], ref[it])
+    assert got[12] < got[1] - 0.1

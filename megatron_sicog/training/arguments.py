@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     prec = g.add_mutually_exclusive_group()
     prec.add_argument("--bf16", action="store_true")
     prec.add_argument("--fp16", action="store_true")
+    prec.add_argument("--bf16-autocast", action="store_true",
+                      help="forward (and so backward) matmuls and attention in bf16 under torch.autocast; "
+                           "fp32 weights, gradients and Adam (the CPU's fast path with AMX / AVX-512 BF16)")
     g.add_argument("--dpo-beta", type=float, default=0.1)
     g = p.add_argument_group("freezing")
     g.add_argument("--freeze-vision", "--freeze-ViT", dest="freeze_vision", action="store_true")

@@ -279,10 +279,11 @@ class Trainer:
 
     def _run_schedule(self, data_iterator, num_microbatches: int, forward_only: bool) -> list[dict]:
         a = self.args
-        return self.forward_backward(
-            forward_step_func=self.forward_step, data_iterator=data_iterator, model=self.model,
-            num_microbatches=num_microbatches, seq_length=a.seq_length,
-            micro_batch_size=a.micro_batch_size * (2 if a.stage == "dpo" else 1), forward_only=forward_only)
+        with runtime.autocast_bf16(a.bf16_autocast):
+            return self.forward_backward(
+                forward_step_func=self.forward_step, data_iterator=data_iterator, model=self.model,
+                num_microbatches=num_microbatches, seq_length=a.seq_length,
+                micro_batch_size=a.micro_batch_size * (2 if a.stage == "dpo" else 1), forward_only=forward_only)
 
     def train_step(self) -> dict:
         for m in self.model:
