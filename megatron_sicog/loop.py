@@ -93,6 +93,9 @@ class LoopConfig:
     # where stage 3 starts: "base" (the paper: re-pretrain the base model, then the final SFT)
     # or "stage1" (cheaper: the stage-1 weights, then a short SFT)
     repretrain_from: str = "stage1"
+    # share of plain alignment captions blended into every seed fine-tuning (stage 1 and the final SFT
+    # of sicog and baseline alike), as LLaVA's SFT mixes tasks: keeps the base's perception in stage 1
+    sft_align_mix: float = 0.0
     # stage 2
     num_candidates: int = 6
     temperature: float = 0.7
@@ -337,7 +340,8 @@ class Loop:
         seed = self.preprocess("seed", [self.data / "seed.jsonl"], c.chat_template)
 
         base = self.train("base", "pretrain", c.base, [align], None)
-        stage1 = self.train("stage1", "sft", c.sft, [seed], base)
+        seed_blend = self.seed_blend(seed, align)
+        stage1 = self.train("stage1", "sft", c.sft, seed_blend, base)
         results = {}
         curated, pairs = self.stage2(stage1)
         generator = stage1
@@ -349,10 +353,10 @@ class Loop:
         # the SICOG model: re-pretraining on self-generated data (+ the alignment data), then fine-tuning
         start = base if c.repretrain_from == "base" else stage1
         sicog_pt = self.train("sicog_pretrain", "pretrain", c.repretrain, ["0.5", align, "0.5", cur_idx], start)
-        sicog = self.train("sicog", "sft", c.final_sft, [seed], sicog_pt)
+        sicog = self.train("sicog", "sft", c.final_sft, seed_blend, sicog_pt)
         # the paper's comparison: the same recipe and iterations without the self-generated data
         baseline_pt = self.train("baseline_pretrain", "pretrain", c.repretrain, [align], start)
-        baseline = self.train("baseline", "sft", c.final_sft, [seed], baseline_pt)
+        baseline = self.train("baseline", "sft", c.final_sft, seed_blend, baseline_pt)
 
         models = {"base": base, "stage1": stage1, "sicog": sicog, "baseline": baseline}
         if self.dpo:
@@ -367,10 +371,18 @@ class Loop:
         if self.scaling:
             results["scaling"] = self.scaling_curve(curated, align, seed, start, results["baseline"])
         results.update(self.curation_counts(curated))
+        results["self_generated_quality"] = self.self_generated_quality(curated)
+        for name in models:
+            results[name]["step_consistency"] = self.step_consistency(name)
         results["seconds"] = round(time.perf_counter() - t0, 1)
         results["stage_seconds"] = {k: round(v, 1) for k, v in self.timings.items()}
         results["config"] = dataclasses.asdict(c)
         return results
+
+    def seed_blend(self, seed: str, align: str) -> list[str]:
+        """The data path of a seed fine-tuning: the seed, or a weighted blend with the align captions."""
+        m = self.cfg.sft_align_mix
+        return [seed] if m <= 0 else [str(1.0 - m), seed, str(m), align]
 
     def comparisons(self, pairs: list[tuple[str, str]]) -> dict:
         """Paired bootstrap (items resampled) of B - A for answer accuracy and caption F1."""
@@ -394,10 +406,26 @@ class Loop:
                 tag = f"_{int(frac * 100)}pct"
                 idx = self.preprocess(f"curated{tag}", [self.subset(curated, frac)], c.chat_template)
             pt = self.train(f"sicog_pretrain{tag}", "pretrain", c.repretrain, ["0.5", align, "0.5", str(idx)], start)
-            model = self.train(f"sicog{tag}", "sft", c.final_sft, [seed], pt)
+            model = self.train(f"sicog{tag}", "sft", c.final_sft, self.seed_blend(seed, align), pt)
             n = sum(1 for _ in iter_records(self.subset(curated, frac) if frac < 1.0 else curated))
             points.append({"fraction": frac, "curated_samples": n, **self.evaluate(f"sicog{tag}", model)})
         return points
+
+    def self_generated_quality(self, curated: Path, tag: str = "") -> dict:
+        """(Analysis only, after training) the candidates and the curated set against the hidden truth."""
+        from megatron_sicog.evaluation.consistency import answer_vote_quality, caption_candidate_quality
+
+        gen = self.out / "gen"
+        return {"caption": caption_candidate_quality(gen / f"cod{tag}.jsonl", curated,
+                                                     self.data / "scene_graphs.jsonl"),
+                "answers": answer_vote_quality(gen / f"cot{tag}.jsonl", self.data / "unlabelled_answers.jsonl")}
+
+    def step_consistency(self, name: str) -> dict:
+        """Step 1 vs step 5 of the model's greedy held-out CoD descriptions."""
+        from megatron_sicog.evaluation.consistency import mean_step_consistency
+
+        rows = iter_records(self.out / "gen" / f"eval_{name}_cod.jsonl")
+        return mean_step_consistency((r.get("candidates") or [""])[0] for _, r in rows if isinstance(r, dict))
 
     def curation_counts(self, curated: Path) -> dict:
         """Curated / candidate counts, and (analysis only) pseudo-label accuracy vs the hidden answers."""
@@ -528,6 +556,18 @@ def main(argv=None) -> int:
     print(f"\n{results['curated_samples']} curated samples from {results['candidates']} candidates; "
           f"curated-answer accuracy vs hidden answers (analysis only): "
           f"{results['curated_reasoning_pseudo_label_accuracy']}")
+    q = results.get("self_generated_quality") or {}
+    cap, ans = q.get("caption") or {}, q.get("answers") or {}
+
+    def _f(v):
+        return "n/a" if v is None else f"{v:.3f}"
+
+    print(f"self-generated captions (fact F1 vs hidden scene graphs): one sample {_f(cap.get('one_sample_f1'))}, "
+          f"curated {_f(cap.get('curated_f1'))}, best of N {_f(cap.get('best_of_n_f1'))}; answers: one sample "
+          f"{_f(ans.get('one_sample_accuracy'))}, majority vote {_f(ans.get('vote_accuracy'))}")
+    cons = (results.get("stage1") or {}).get("step_consistency") or {}
+    print(f"stage-1 CoD step 1 vs step 5 (held-out): shape Jaccard {_f(cons.get('jaccard'))}, "
+          f"count agrees {_f(cons.get('count_agrees'))}")
     print(f"summary: {loop.out / 'summary.json'}; plots: {', '.join(str(p) for p in plots)}; "
           f"commands: {loop.commands}; {results['seconds']:.0f}s")
     return 0
