@@ -111,7 +111,7 @@ class LoopConfig:
     # benchmark-format exports of the first N held-out images (MMBench-style TSV, POPE-style), scored with
     # tools/evaluate_benchmarks.py next to the demo's own metrics; 0 = none
     benchmark_images: int = 40
-    scaling_fractions: tuple = (0.5, 1.0)
+    scaling_fractions: tuple = (0.25, 0.5, 1.0)
 
     @classmethod
     def from_json(cls, path: Optional[str], **overrides) -> "LoopConfig":
@@ -540,7 +540,7 @@ def main(argv=None) -> int:
     p.add_argument("--dpo", action="store_true", help="stage 1 variant: DPO on self-consistency pairs after SFT")
     p.add_argument("--scaling", action="store_true",
                    help="also re-pretrain on the config's scaling_fractions of the curated data "
-                        "(default 50%% and 100%%) and plot metric vs self-generated samples")
+                        "(default 25%%, 50%% and 100%%) and plot metric vs self-generated samples")
     p.add_argument("--fresh", action="store_true", help="delete the output directory first (no resume)")
     args = p.parse_args(argv)
     cfg = LoopConfig.from_json(args.config, output_dir=args.output_dir, seed=args.seed)
