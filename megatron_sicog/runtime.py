@@ -36,6 +36,8 @@ import torch
 import torch.distributed as dist
 from torch.overrides import TorchFunctionMode
 
+from megatron_sicog import mcore_compat
+
 log = logging.getLogger(__name__)
 
 _CPU = torch.device("cpu")
@@ -144,11 +146,8 @@ def install_cpu_emulation() -> None:
     torch.cuda.manual_seed = lambda *a, **k: None  # type: ignore[assignment]
     torch.cuda.manual_seed_all = lambda *a, **k: None  # type: ignore[assignment]
 
-    from megatron.core.tensor_parallel import random as mcore_random
-
     _patch_grad_clipping()
-    mcore_random._CUDA_RNG_STATE_TRACKER = _CpuRNGStatesTracker()
-    mcore_random._CUDA_RNG_STATE_TRACKER_INITIALIZED = True
+    mcore_compat.install_rng_tracker(_CpuRNGStatesTracker())
     _EMULATION_MODE = _CudaToCpuMode()
     _EMULATION_MODE.__enter__()  # stays active for the life of the process
 
@@ -159,8 +158,6 @@ def _patch_grad_clipping() -> None:
     The norm itself (get_grad_norm_fp32) runs on the CPU through the device
     rewrite; only the scaling step needs a CPU twin with the same semantics.
     """
-    from megatron.core.optimizer import clip_grads, optimizer
-
     def clip_grad_by_total_norm_fp32(parameters, max_norm, total_norm, use_decoupled_grad=False):
         if isinstance(parameters, torch.Tensor):
             parameters = [parameters]
@@ -173,8 +170,7 @@ def _patch_grad_clipping() -> None:
         if clip_coeff < 1.0:
             torch._foreach_mul_(grads, clip_coeff)
 
-    clip_grads.clip_grad_by_total_norm_fp32 = clip_grad_by_total_norm_fp32
-    optimizer.clip_grad_by_total_norm_fp32 = clip_grad_by_total_norm_fp32
+    mcore_compat.replace_grad_clipping(clip_grad_by_total_norm_fp32)
 
 
 def emulation_paused():
@@ -210,6 +206,15 @@ def read_dist_env() -> DistEnv:
     return DistEnv(0, 1, 0)
 
 
+def check_parallel_sizes(world_size: int, tp: int, pp: int) -> None:
+    """ValueError with the numbers when TP x PP does not divide the world size."""
+    if world_size % (tp * pp) != 0:
+        raise ValueError(
+            f"world size {world_size} is not divisible by tensor-model-parallel-size {tp} x "
+            f"pipeline-model-parallel-size {pp} ({world_size} % ({tp} * {pp}) != 0)"
+        )
+
+
 def init_distributed(
     tensor_model_parallel_size: int = 1,
     pipeline_model_parallel_size: int = 1,
@@ -224,11 +229,7 @@ def init_distributed(
 
     env = read_dist_env()
     tp, pp = tensor_model_parallel_size, pipeline_model_parallel_size
-    if env.world_size % (tp * pp) != 0:
-        raise ValueError(
-            f"world size {env.world_size} is not divisible by tensor-model-parallel-size {tp} x "
-            f"pipeline-model-parallel-size {pp} ({env.world_size} % ({tp} * {pp}) != 0)"
-        )
+    check_parallel_sizes(env.world_size, tp, pp)
     use_cuda = cuda_available()
     problem = gpu_allocation_problem()
     if problem:

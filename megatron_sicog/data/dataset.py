@@ -35,6 +35,7 @@ from megatron.core.datasets.megatron_dataset import MegatronDataset
 from megatron.core.datasets.utils import Split, get_blend_from_list
 
 from .indexed import SampleReader
+from .length import fit_prefix
 
 logger = logging.getLogger(__name__)
 
@@ -73,19 +74,14 @@ def pack_greedy(order: np.ndarray, lengths: np.ndarray, capacity: int) -> np.nda
 
 
 def truncate_sample(sample: dict, limit: int, image_seq_length: int, image_token_id: Optional[int]) -> dict:
-    """Cut a sample to `limit` expanded tokens, dropping images whose token is cut."""
+    """Cut a sample to `limit` expanded tokens (`length.fit_prefix`)."""
     tokens, images = sample["tokens"], sample["images"]
-    extra = image_seq_length - 1
-    if len(tokens) + extra * len(images) <= limit:
+    if len(tokens) + (image_seq_length - 1) * len(images) <= limit:
         return sample
-    weights = np.ones(len(tokens), dtype=np.int64)
-    if images:
-        if image_token_id is None:
-            raise ValueError("a sample with images is longer than sequence_length: "
-                             "set image_token_id in the dataset config to truncate it")
-        weights[tokens == image_token_id] += extra
-    keep = int(np.searchsorted(np.cumsum(weights), limit, side="right"))
-    n_img = int(np.count_nonzero(tokens[:keep] == image_token_id)) if images else 0
+    if images and image_token_id is None:
+        raise ValueError("a sample with images is longer than sequence_length: "
+                         "set image_token_id in the dataset config to truncate it")
+    keep, n_img = fit_prefix(tokens, limit, image_token_id if images else None, image_seq_length)
     return {"tokens": tokens[:keep], "loss_mask": sample["loss_mask"][:keep],
             "images": images[:n_img], "segment_ids": sample["segment_ids"][:keep]}
 

@@ -17,8 +17,8 @@ input order, so the output does not depend on ``--workers``.
 
 A record that cannot be converted (malformed JSON, unknown shape, missing or
 unreadable image, no assistant turn, over-long under ``overlong="drop"``) is
-returned as an error entry ``{"file", "line", "id", "reason"}``; the caller
-decides whether to skip or stop.
+returned as an error record (`megatron_sicog.records.error_record`); the
+caller decides whether to skip or stop.
 """
 from __future__ import annotations
 
@@ -32,8 +32,10 @@ import numpy as np
 
 from ..guards import confined_path
 from ..io import RecordError, iter_records, loads
+from ..records import error_record
 from .chat_template import _IMAGE, plan_conversation, plan_text, encode_plans_spans
 from .image import encode_image_bytes, resize_image
+from .length import fit_prefix
 from .indexed import MODE_IMAGE, MODE_TEXT, max_tokens_for, pack_bytes, token_dtype
 from .tokenizer import build_tokenizer
 
@@ -174,13 +176,8 @@ def _fit(cfg: ConvertConfig, ids: list, spans: list, images: list, image_id: Opt
         return ids, spans, images, False
     if cfg.overlong == "drop" or cfg.seq_length is None:
         raise RecordSkip(f"over-long: {length} tokens > limit {limit}")
-    # truncate: keep the longest prefix whose expanded length fits
-    weights = np.ones(len(ids), dtype=np.int64)
-    if extra and images:
-        weights[np.asarray(ids) == image_id] += extra
-    keep = int(np.searchsorted(np.cumsum(weights), limit, side="right"))
+    keep, n_img = fit_prefix(ids, limit, image_id if images else None, cfg.image_seq_length)
     ids = ids[:keep]
-    n_img = ids.count(image_id) if images else 0
     spans = [(s, min(e, keep)) for s, e in spans if s < keep]
     if not spans:
         raise RecordSkip(f"over-long: no assistant token left after truncation to {limit} tokens")
@@ -199,19 +196,18 @@ def convert_chunk(task: tuple) -> ChunkResult:
             try:
                 rec = loads(raw)
             except Exception as e:  # noqa: BLE001
-                errors.append({"file": path, "line": line, "id": None, "reason": f"malformed JSON: {e}"})
+                errors.append(error_record(path, line, None, f"malformed JSON: {e}"))
                 continue
         if isinstance(rec, RecordError):
-            errors.append({"file": path, "line": line, "id": None, "reason": rec.reason})
+            errors.append(rec.as_dict())
             continue
         if not isinstance(rec, dict):
-            errors.append({"file": path, "line": line, "id": None,
-                           "reason": f"record is {type(rec).__name__}, not an object"})
+            errors.append(error_record(path, line, None, f"record is {type(rec).__name__}, not an object"))
             continue
         try:
             plan, images = _plan(cfg, rec)
         except RecordSkip as e:
-            errors.append({"file": path, "line": line, "id": rec.get("id"), "reason": str(e)})
+            errors.append(error_record(path, line, rec.get("id"), str(e)))
             continue
         plans.append(plan)
         meta.append((line, rec.get("id"), images))
@@ -229,7 +225,7 @@ def convert_chunk(task: tuple) -> ChunkResult:
         try:
             ids, spans, images, cut = _fit(cfg, ids, spans, images, image_id)
         except RecordSkip as e:
-            errors.append({"file": path, "line": line, "id": rid, "reason": str(e)})
+            errors.append(error_record(path, line, rid, str(e)))
             continue
         truncated += cut
         ints += ids

@@ -35,9 +35,8 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 from megatron.core import parallel_state
-from megatron.core.models.common.embeddings.rope_utils import _rotate_half
 
-from megatron_sicog import runtime
+from megatron_sicog import mcore_compat, runtime
 from megatron_sicog.generation.kv_cache import KVCache
 from megatron_sicog.generation.sampling import GREEDY, RowSampler, SamplingParams, row_seed
 
@@ -102,12 +101,8 @@ class Engine:
         self.pad_id = pad_id
         self.compact_fraction = compact_fraction
         self.tp_size = parallel_state.get_tensor_model_parallel_world_size()
-        attn = self.layers[0].self_attention
-        self.groups = attn.num_query_groups_per_partition
-        self.head_dim = attn.hidden_size_per_attention_head
-        core = attn.core_attention
-        self.softmax_scale = getattr(core, "softmax_scale", None) or self.config.softmax_scale \
-            or self.head_dim ** -0.5
+        self.groups, self.head_dim, core_scale = mcore_compat.attention_geometry(self.layers[0].self_attention)
+        self.softmax_scale = core_scale or self.config.softmax_scale or self.head_dim ** -0.5
         self.dtype = next(model.parameters()).dtype
         self.device = next(model.parameters()).device
         # RoPE tables from megatron's own RotaryEmbedding (same frequencies as training)
@@ -140,9 +135,9 @@ class Engine:
             return t * cos + t.roll(t.shape[-1] // 2, dims=-1) * sin
         rot = cos.shape[-1]
         if rot == t.shape[-1]:
-            return t * cos + _rotate_half(t, self.rotary_interleaved) * sin
+            return t * cos + mcore_compat.rotate_half(t, self.rotary_interleaved) * sin
         t, rest = t[..., :rot], t[..., rot:]
-        return torch.cat((t * cos + _rotate_half(t, self.rotary_interleaved) * sin, rest), dim=-1)
+        return torch.cat((t * cos + mcore_compat.rotate_half(t, self.rotary_interleaved) * sin, rest), dim=-1)
 
     def _layers(self, hidden: torch.Tensor, positions: torch.Tensor, cache: KVCache,
                 attn_mask: Optional[torch.Tensor], is_causal: bool) -> torch.Tensor:

@@ -19,6 +19,8 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
+from megatron_sicog.data.length import fit_prefix
+
 
 @dataclass
 class Batch:
@@ -32,10 +34,6 @@ class Batch:
     def to(self, device) -> "Batch":
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return Batch(*(move(getattr(self, f)) for f in self.__dataclass_fields__))
-
-    @property
-    def num_target_tokens(self) -> int:
-        return int(self.loss_mask.sum())
 
 
 def expand_image_tokens(tokens: np.ndarray, loss_mask: np.ndarray, segment_ids: np.ndarray,
@@ -62,9 +60,9 @@ def collate(samples: Sequence[dict], seq_length: int, image_token_id: int, num_i
             pad_id: int, image_transform: Optional[Callable] = None) -> Batch:
     """Build a Batch of exactly `seq_length` positions from dataset samples.
 
-    Over-long samples are cut at seq_length+1 expanded tokens; an image whose
-    patch run would be cut is dropped with its tokens (they become padding
-    without loss), so positions and features always agree.
+    Over-long samples are cut to seq_length+1 expanded tokens by
+    `data.length.fit_prefix` (an image whose patch run would be cut is dropped,
+    with what follows it: those positions are padding without loss).
     """
     b = len(samples)
     ids = np.full((b, seq_length + 1), pad_id, dtype=np.int64)
@@ -79,15 +77,9 @@ def collate(samples: Sequence[dict], seq_length: int, image_token_id: int, num_i
         n_img = int((tok == image_token_id).sum())
         if n_img != len(imgs):
             raise ValueError(f"sample {i} has {n_img} image tokens but {len(imgs)} images")
+        keep, n_keep = fit_prefix(tok, seq_length + 1, image_token_id, num_image_tokens)
+        tok, lm, seg, imgs = tok[:keep], lm[:keep], seg[:keep], imgs[:n_keep]
         tok, lm, seg = expand_image_tokens(tok, lm, seg, image_token_id, num_image_tokens)
-        if len(tok) > seq_length + 1:
-            tok, lm, seg = tok[: seq_length + 1].copy(), lm[: seq_length + 1].copy(), seg[: seq_length + 1]
-            n_whole = int((tok == image_token_id).sum()) // num_image_tokens
-            partial = int((tok == image_token_id).sum()) - n_whole * num_image_tokens
-            if partial:  # the last image's run was cut: drop it
-                cut = np.nonzero(tok == image_token_id)[0][-partial:]
-                tok[cut], lm[cut] = pad_id, 0.0
-            imgs = imgs[:n_whole]
         n = len(tok)
         ids[i, :n], mask[i, :n], segs[i, :n] = tok, lm, seg
         images.extend(imgs)
