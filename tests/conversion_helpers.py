@@ -23,6 +23,14 @@ FAMILIES = {
                             num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5,
                             rope_theta=5000.0, tie_word_embeddings=True),
                   vision=dict(hidden_act="gelu"), feature_layer=-1),
+    # Llama-3.1 style: llama3 RoPE scaling with original_max_position_embeddings 16, so the 40-token sample
+    # runs past it; of the head's 4 frequencies one is smoothed and three are divided by the factor
+    "llama3": dict(text=dict(model_type="llama", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                             num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5,
+                             rope_theta=5000.0, tie_word_embeddings=False,
+                             rope=dict(rope_type="llama3", factor=4.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                                       original_max_position_embeddings=16)),
+                   vision=dict(hidden_act="quick_gelu"), feature_layer=-2),
 }
 
 
@@ -32,9 +40,8 @@ def llava_config(family: str):
     spec = FAMILIES[family]
     text = dict(spec["text"])
     cls = {"qwen2": Qwen2Config, "llama": LlamaConfig}[text.pop("model_type")]
-    theta = text.pop("rope_theta")
-    tc = cls(vocab_size=VOCAB, max_position_embeddings=256, rope_parameters={"rope_type": "default",
-                                                                             "rope_theta": theta}, **text)
+    rope = {"rope_type": "default", **text.pop("rope", {}), "rope_theta": text.pop("rope_theta")}
+    tc = cls(vocab_size=VOCAB, max_position_embeddings=256, rope_parameters=rope, **text)
     vc = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
                           image_size=32, patch_size=8, layer_norm_eps=1e-5, **spec["vision"])
     return LlavaConfig(vision_config=vc, text_config=tc, image_token_index=IMAGE_TOKEN,

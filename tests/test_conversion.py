@@ -30,7 +30,7 @@ def hf_models(tmp_path_factory):
     """family -> (HF dir, HF model, reference logits) built once per module."""
     out = {}
     ids, images = sample_inputs()
-    for fam in ("qwen2", "llama"):
+    for fam in ("qwen2", "llama", "llama3"):
         d = tmp_path_factory.mktemp(f"hf_{fam}")
         model = make_hf_llava(fam, d)
         out[fam] = (d, model, hf_logits(model, ids, images))
@@ -49,7 +49,7 @@ def assert_same_hf_tensors(original, exported_dir):
     return back
 
 
-@pytest.mark.parametrize("family", ["qwen2", "llama"])
+@pytest.mark.parametrize("family", ["qwen2", "llama", "llama3"])
 def test_tp1_logits_match_transformers_and_round_trip_is_exact(mcore, hf_models, tmp_path, family):
     from megatron_sicog.model.llava import build_model
     from megatron_sicog.training.checkpointing import load_model_weights, model_args_from_dict, read_meta
@@ -61,10 +61,12 @@ def test_tp1_logits_match_transformers_and_round_trip_is_exact(mcore, hf_models,
                "--pipeline-model-parallel-size", "1", "--no-progress"])
     meta = read_meta(ckpt)
     assert meta["hf"]["image_token_id"] == IMAGE_TOKEN
-    assert meta["hf"]["config"]["text_config"]["model_type"] == family
+    hf_type = hf_model.config.text_config.model_type
+    assert meta["hf"]["config"]["text_config"]["model_type"] == hf_type
     args = model_args_from_dict(meta["model_args"])
-    assert args.language.family == family and args.language.vocab_size == VOCAB
-    assert args.language.untie_embeddings_and_output_weights == (family == "qwen2")
+    assert args.language.family == hf_type and args.language.vocab_size == VOCAB
+    assert args.language.untie_embeddings_and_output_weights == (not hf_model.config.tie_word_embeddings)
+    assert args.language.rope_type == ("llama3" if family == "llama3" else "default")
     assert args.language.num_query_groups < args.language.num_attention_heads
     for name in ("tokenizer.json", "tokenizer_config.json"):
         assert (ckpt / "tokenizer" / name).read_bytes() == (hf_dir / name).read_bytes()
@@ -88,7 +90,8 @@ def test_tp1_logits_match_transformers_and_round_trip_is_exact(mcore, hf_models,
     files = sorted({f for f in index["weight_map"].values()})
     assert len(files) > 3 and all((back_dir / f).exists() for f in files)
     cfg = json.loads((back_dir / "config.json").read_text())
-    assert cfg["text_config"]["model_type"] == family and cfg["vision_config"]["model_type"] == "clip_vision_model"
+    assert cfg["text_config"]["rope_parameters"] == hf_model.config.text_config.rope_parameters
+    assert cfg["text_config"]["model_type"] == hf_type and cfg["vision_config"]["model_type"] == "clip_vision_model"
     assert cfg["vision_feature_select_strategy"] == "default" and cfg["projector_hidden_act"] == "gelu"
     assert cfg["image_token_index"] == IMAGE_TOKEN
     assert cfg["vision_feature_layer"] == hf_model.config.vision_feature_layer
@@ -167,6 +170,12 @@ def test_errors_name_what_is_missing_unexpected_or_impossible(mcore, hf_models, 
     with pytest.raises(ConversionError, match="attention_bias"):
         import_hf(save, 1, 1, hf_path=_copy_with(hf_models["llama"][0], tmp_path / "llama_bias",
                                                  config_edit=llama_with_attention_bias), progress=False)
+
+    def to_yarn(cfg):
+        cfg["text_config"]["rope_parameters"] = {"rope_type": "yarn", "rope_theta": 5000.0, "factor": 4.0}
+    with pytest.raises(ConversionError, match=r"rope_parameters\.rope_type 'yarn' is not supported"):
+        import_hf(save, 1, 1, hf_path=_copy_with(hf_models["llama"][0], tmp_path / "yarn", config_edit=to_yarn),
+                  progress=False)
 
     def to_siglip(cfg):
         cfg["vision_config"]["model_type"] = "siglip_vision_model"

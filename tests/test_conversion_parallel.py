@@ -25,7 +25,7 @@ def test_tp2_and_pp2_logits_match_transformers_and_round_trip_is_exact(mcore, tm
     ids, images = sample_inputs()
     torch.save({"ids": ids, "images": images}, tmp_path / "inputs.pt")
     refs, models, cases = {}, {}, []
-    for fam in ("qwen2", "llama"):
+    for fam in ("qwen2", "llama", "llama3"):
         models[fam] = make_hf_llava(fam, tmp_path / f"hf_{fam}")
         refs[fam] = hf_logits(models[fam], ids, images)
         for tp, pp in ((2, 1), (1, 2)):

@@ -159,17 +159,46 @@ def _get(cfg, name, default=None):
     return cfg.get(name, default) if isinstance(cfg, dict) else getattr(cfg, name, default)
 
 
-def _rope_theta(text_cfg) -> float:
-    params = _get(text_cfg, "rope_parameters") or {}
-    scaling = _get(text_cfg, "rope_scaling") or {}
-    kind = params.get("rope_type") or scaling.get("rope_type") or scaling.get("type") or "default"
-    if kind != "default":
-        raise ConversionError(f"rope type {kind!r} is not supported (megatron model uses plain RoPE); "
-                              "only rope_type 'default' converts")
-    theta = params.get("rope_theta", _get(text_cfg, "rope_theta"))
+_LLAMA3_FIELDS = {"factor": "rope_scaling_factor", "low_freq_factor": "rope_low_freq_factor",
+                  "high_freq_factor": "rope_high_freq_factor",
+                  "original_max_position_embeddings": "rope_original_max_position_embeddings"}
+
+
+def _rope(text_cfg) -> dict:
+    """LanguageArgs RoPE fields of an HF text config (``rope_parameters`` of transformers 5, or the older
+    ``rope_theta`` + ``rope_scaling``); any rope type but default / llama3 is refused, naming field and value."""
+    params = dict(_get(text_cfg, "rope_parameters") or {})
+    scaling = dict(_get(text_cfg, "rope_scaling") or {})
+    where = "rope_parameters" if params.get("rope_type") or params.get("type") else "rope_scaling"
+    merged = {**scaling, **params}
+    kind = merged.get("rope_type") or merged.get("type") or "default"
+    if kind not in ("default", "llama3"):
+        raise ConversionError(f"{where}.rope_type {kind!r} is not supported: the megatron model has rope types "
+                              "'default' and 'llama3' (Llama-3.x)")
+    theta = merged.get("rope_theta", _get(text_cfg, "rope_theta"))
     if theta is None:
         raise ConversionError("text config has no rope_theta (neither rope_parameters.rope_theta nor rope_theta)")
-    return float(theta)
+    out = {"rotary_base": float(theta), "rope_type": kind}
+    if float(theta) != int(float(theta)):
+        raise ConversionError(f"rope_theta {theta!r} is not a whole number (megatron-core's RotaryEmbedding "
+                              "takes an integer base)")
+    if merged.get("partial_rotary_factor", 1.0) != 1.0:
+        raise ConversionError(f"{where}.partial_rotary_factor {merged['partial_rotary_factor']!r} "
+                              "(only 1.0: RoPE on the whole head)")
+    if kind == "llama3":
+        missing = [k for k in _LLAMA3_FIELDS if merged.get(k) is None]
+        if missing:
+            raise ConversionError(f"{where} of rope_type 'llama3' lacks {', '.join(missing)}")
+        out.update({ours: type(getattr(LanguageArgs, ours))(merged[k]) for k, ours in _LLAMA3_FIELDS.items()})
+    return out
+
+
+def rope_parameters(lm: LanguageArgs) -> dict:
+    """The transformers 5 ``rope_parameters`` of `lm` (the inverse of `_rope`)."""
+    out = {"rope_type": lm.rope_type, "rope_theta": float(lm.rotary_base)}
+    if lm.rope_type == "llama3":
+        out.update({k: getattr(lm, ours) for k, ours in _LLAMA3_FIELDS.items()})
+    return out
 
 
 def language_args_from_hf(text_cfg, make_vocab_size_divisible_by: int = 128,
@@ -198,7 +227,7 @@ def language_args_from_hf(text_cfg, make_vocab_size_divisible_by: int = 128,
         family=family, num_layers=_get(text_cfg, "num_hidden_layers"), hidden_size=hidden,
         num_attention_heads=heads, num_query_groups=kv, ffn_hidden_size=_get(text_cfg, "intermediate_size"),
         vocab_size=_get(text_cfg, "vocab_size"), max_position_embeddings=_get(text_cfg, "max_position_embeddings"),
-        rotary_base=_rope_theta(text_cfg), norm_epsilon=float(_get(text_cfg, "rms_norm_eps")),
+        **_rope(text_cfg), norm_epsilon=float(_get(text_cfg, "rms_norm_eps")),
         add_qkv_bias=family == "qwen2", untie_embeddings_and_output_weights=not bool(tie),
         make_vocab_size_divisible_by=make_vocab_size_divisible_by)
 
@@ -275,7 +304,7 @@ def llava_config_from_model_args(args: ModelArgs, recorded: Optional[dict] = Non
         num_hidden_layers=lm.num_layers, num_attention_heads=lm.num_attention_heads,
         num_key_value_heads=lm.num_query_groups, max_position_embeddings=lm.max_position_embeddings,
         rms_norm_eps=lm.norm_epsilon, hidden_act="silu", tie_word_embeddings=tie,
-        rope_parameters={"rope_type": "default", "rope_theta": float(lm.rotary_base)},
+        rope_parameters=rope_parameters(lm),
         initializer_range=args.init_method_std)
     common.update(kept)
     if lm.family == "llama":

@@ -60,7 +60,11 @@ class SicogModel(MegatronModule):
             share_embeddings_and_output_weights=not args.language.untie_embeddings_and_output_weights,
             position_embedding_type="rope",
             rotary_base=int(args.language.rotary_base),
+            rope_scaling=args.language.rope_type == "llama3",
+            rope_scaling_factor=args.language.rope_scaling_factor,
         )
+        if args.language.rope_type == "llama3":
+            set_llama3_rope(self.language_model.rotary_pos_emb, args.language)
         # megatron's DDP / optimizer read these off the top-level module
         self.share_embeddings_and_output_weights = self.language_model.share_embeddings_and_output_weights
 
@@ -121,6 +125,26 @@ class SicogModel(MegatronModule):
             decoder_input=decoder_input, labels=labels, inference_context=inference_context,
             runtime_gather_output=runtime_gather_output,
         )
+
+
+def set_llama3_rope(rotary_pos_emb, lm) -> None:
+    """Llama-3.x inverse frequencies with *all four* of the checkpoint's parameters.
+
+    megatron-core 0.16's ``GPTModel`` hands ``RotaryEmbedding`` only
+    ``rope_scaling_factor``; its ``_apply_scaling`` then uses low_freq_factor 1,
+    high_freq_factor 4 and original_max_position_embeddings 8192 (Llama-3.1's
+    numbers) whatever the checkpoint says. We recompute the same formula, with
+    megatron-core's own ``_apply_scaling``, from the plain frequencies and the
+    recorded numbers, so Llama-3.2 or any other llama3 parameters come out right.
+    (tests/test_rope.py compares both with transformers' llama3 RoPE.)
+    """
+    inv = rotary_pos_emb.inv_freq
+    dim = 2 * inv.numel()
+    plain = 1.0 / (int(lm.rotary_base) ** (torch.arange(0, dim, 2, dtype=torch.float32, device=inv.device) / dim))
+    rotary_pos_emb.inv_freq = rotary_pos_emb._apply_scaling(
+        plain, factor=lm.rope_scaling_factor, low_freq_factor=lm.rope_low_freq_factor,
+        high_freq_factor=lm.rope_high_freq_factor,
+        original_max_position_embeddings=lm.rope_original_max_position_embeddings)
 
 
 def build_model(args: ModelArgs, params_dtype: torch.dtype = torch.float32) -> SicogModel:

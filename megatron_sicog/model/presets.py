@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 
+ROPE_TYPES = ("default", "llama3")
+
+
 @dataclass
 class VisionArgs:
     """CLIP-style ViT."""
@@ -49,6 +52,14 @@ class LanguageArgs:
     vocab_size: int = 1024  # the tokenizer's; padded for TP by `padded_vocab_size`
     max_position_embeddings: int = 1024
     rotary_base: float = 10000.0
+    # RoPE frequencies: "default" (plain) or "llama3" (Llama-3.1/3.2 scaling of the
+    # inverse frequencies; the four numbers below are its parameters, as in the HF
+    # config's rope_parameters / rope_scaling).
+    rope_type: str = "default"
+    rope_scaling_factor: float = 8.0
+    rope_low_freq_factor: float = 1.0
+    rope_high_freq_factor: float = 4.0
+    rope_original_max_position_embeddings: int = 8192
     norm_epsilon: float = 1e-6
     add_qkv_bias: bool = True
     untie_embeddings_and_output_weights: bool = True
@@ -68,6 +79,12 @@ class ModelArgs:
         return dataclasses.replace(self, **kw)
 
 
+def _clip_l336() -> VisionArgs:
+    """CLIP ViT-L/14 at 336 px, penultimate layer (LLaVA-1.5)."""
+    return VisionArgs(image_size=336, patch_size=14, num_layers=24, hidden_size=1024, num_attention_heads=16,
+                      ffn_hidden_size=4096, activation="quick_gelu", layernorm_epsilon=1e-5, feature_layer=-2)
+
+
 PRESETS: dict[str, ModelArgs] = {
     # Tests and the tiny SICOG demo: trains in minutes on 2 CPU cores.
     "tiny": ModelArgs(),
@@ -80,11 +97,20 @@ PRESETS: dict[str, ModelArgs] = {
             add_qkv_bias=True, untie_embeddings_and_output_weights=True,
             make_vocab_size_divisible_by=128,
         ),
-        vision=VisionArgs(
-            image_size=336, patch_size=14, num_layers=24, hidden_size=1024,
-            num_attention_heads=16, ffn_hidden_size=4096, activation="quick_gelu",
-            layernorm_epsilon=1e-5, feature_layer=-2,
+        vision=_clip_l336(),
+    ),
+    # LLaVA-Llama-3.1-8B: Llama-3.1-8B(-Instruct) (llama3 RoPE scaling, 128k vocab) + CLIP ViT-L/14-336.
+    "llama3.1-8b-clip-l336": ModelArgs(
+        language=LanguageArgs(
+            family="llama", num_layers=32, hidden_size=4096, num_attention_heads=32,
+            num_query_groups=8, ffn_hidden_size=14336, vocab_size=128256,
+            max_position_embeddings=131072, rotary_base=500000.0, rope_type="llama3",
+            rope_scaling_factor=8.0, rope_low_freq_factor=1.0, rope_high_freq_factor=4.0,
+            rope_original_max_position_embeddings=8192, norm_epsilon=1e-5,
+            add_qkv_bias=False, untie_embeddings_and_output_weights=True,
+            make_vocab_size_divisible_by=128,
         ),
+        vision=_clip_l336(),
     ),
     # LLaVA-1.5-7B-like: Llama-family (Vicuna / Llama-2 7B) + CLIP ViT-L/14-336.
     "llama-7b-clip-l336": ModelArgs(
@@ -95,11 +121,7 @@ PRESETS: dict[str, ModelArgs] = {
             add_qkv_bias=False, untie_embeddings_and_output_weights=True,
             make_vocab_size_divisible_by=128,
         ),
-        vision=VisionArgs(
-            image_size=336, patch_size=14, num_layers=24, hidden_size=1024,
-            num_attention_heads=16, ffn_hidden_size=4096, activation="quick_gelu",
-            layernorm_epsilon=1e-5, feature_layer=-2,
-        ),
+        vision=_clip_l336(),
     ),
 }
 
@@ -112,6 +134,7 @@ _LM_FLAGS = {
     "ffn_hidden_size": "ffn_hidden_size",
     "max_position_embeddings": "max_position_embeddings",
     "rotary_base": "rotary_base",
+    "rope_scaling_factor": "rope_scaling_factor",
     "norm_epsilon": "norm_epsilon",
     "make_vocab_size_divisible_by": "make_vocab_size_divisible_by",
 }
@@ -135,12 +158,15 @@ def add_model_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         ("--num-layers", int), ("--hidden-size", int), ("--num-attention-heads", int),
         ("--num-query-groups", int), ("--ffn-hidden-size", int),
         ("--max-position-embeddings", int), ("--rotary-base", float), ("--norm-epsilon", float),
+        ("--rope-scaling-factor", float),
         ("--make-vocab-size-divisible-by", int),
         ("--vision-num-layers", int), ("--vision-hidden-size", int),
         ("--vision-num-attention-heads", int), ("--vision-ffn-hidden-size", int),
         ("--img-h", int), ("--patch-dim", int), ("--vision-feature-layer", int),
     ]:
         g.add_argument(flag, type=typ, default=None)
+    g.add_argument("--use-rope-scaling", action="store_true", default=None,
+                   help="Llama-3.x RoPE scaling of the inverse frequencies (rope type llama3)")
     g.add_argument("--vision-activation", choices=["quick_gelu", "gelu"], default=None)
     g.add_argument("--model-family", choices=["llama", "qwen2"], default=None,
                    help="llama: no QKV bias; qwen2: QKV bias")
@@ -165,6 +191,8 @@ def model_args_from_flags(args: argparse.Namespace, vocab_size: Optional[int] = 
     if getattr(args, "model_family", None):
         lm.family = args.model_family
         lm.add_qkv_bias = args.model_family == "qwen2"
+    if getattr(args, "use_rope_scaling", None):
+        lm.rope_type = "llama3"
     if getattr(args, "untie", None) is not None:
         lm.untie_embeddings_and_output_weights = args.untie
     if vocab_size is not None:
@@ -224,6 +252,12 @@ def validate(m: ModelArgs, tensor_model_parallel_size: int = 1, pipeline_model_p
         errors.append(f"image size {vis.image_size} not divisible by patch size {vis.patch_size}")
     if not -vis.num_layers <= vis.feature_layer < vis.num_layers or vis.feature_layer == 0 and vis.num_layers == 0:
         errors.append(f"vision feature layer {vis.feature_layer} out of range for {vis.num_layers} layers")
+    if lm.rope_type not in ROPE_TYPES:
+        errors.append(f"rope type {lm.rope_type!r} not supported (expected one of {ROPE_TYPES})")
+    if lm.rope_type == "llama3" and not (lm.rope_high_freq_factor > lm.rope_low_freq_factor > 0
+                                         and lm.rope_scaling_factor > 0):
+        errors.append(f"llama3 rope needs high_freq_factor {lm.rope_high_freq_factor} > low_freq_factor "
+                      f"{lm.rope_low_freq_factor} > 0 and factor {lm.rope_scaling_factor} > 0")
     if lm.family not in ("llama", "qwen2"):
         errors.append(f"unknown model family {lm.family!r} (expected llama or qwen2)")
     if errors:
