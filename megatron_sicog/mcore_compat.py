@@ -20,6 +20,8 @@ disappears, so an upgrade shows at once what to revisit.
   and ``_CUDA_RNG_STATE_TRACKER_INITIALIZED`` (CPU RNG tracker, `runtime`).
 * `replace_grad_clipping` — ``optimizer.clip_grads.clip_grad_by_total_norm_fp32``
   and the name ``optimizer.optimizer`` imported from it (CPU clipping, `runtime`).
+* `llama3_inv_freq` — ``RotaryEmbedding._apply_scaling`` (the llama3 frequency
+  formula, called with all four of a checkpoint's numbers, `model.llava.set_llama3_rope`).
 * `builder_append_documents` / `builder_abort` — ``IndexedDatasetBuilder``'s
   ``data_file``, ``sequence_lengths``, ``sequence_modes``, ``document_indices``
   (one write per chunk of documents, `data.indexed.SampleWriter`).
@@ -62,6 +64,14 @@ def replace_grad_clipping(fn: Callable) -> None:
 
     clip_grads.clip_grad_by_total_norm_fp32 = fn
     optimizer.clip_grad_by_total_norm_fp32 = fn
+
+
+def llama3_inv_freq(rotary_pos_emb, plain: torch.Tensor, factor: float, low_freq_factor: float,
+                    high_freq_factor: float, original_max_position_embeddings: int) -> torch.Tensor:
+    """megatron-core's llama3 scaling of inverse frequencies (``RotaryEmbedding._apply_scaling``, 0.16.1)."""
+    return rotary_pos_emb._apply_scaling(
+        plain, factor=factor, low_freq_factor=low_freq_factor, high_freq_factor=high_freq_factor,
+        original_max_position_embeddings=original_max_position_embeddings)
 
 
 def builder_append_documents(builder, flat: np.ndarray, item_lengths: Sequence[int], item_modes: Sequence[int],

@@ -23,6 +23,9 @@ def test_private_names_exist():
     assert hasattr(mcore_random, "_CUDA_RNG_STATE_TRACKER_INITIALIZED")
     assert callable(clip_grads.clip_grad_by_total_norm_fp32)
     assert callable(optimizer.clip_grad_by_total_norm_fp32)
+    from megatron.core.models.common.embeddings.rotary_pos_embedding import RotaryEmbedding
+
+    assert callable(RotaryEmbedding._apply_scaling)
 
 
 def test_rotate_half_matches_the_formula():

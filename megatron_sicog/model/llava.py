@@ -141,8 +141,10 @@ def set_llama3_rope(rotary_pos_emb, lm) -> None:
     inv = rotary_pos_emb.inv_freq
     dim = 2 * inv.numel()
     plain = 1.0 / (int(lm.rotary_base) ** (torch.arange(0, dim, 2, dtype=torch.float32, device=inv.device) / dim))
-    rotary_pos_emb.inv_freq = rotary_pos_emb._apply_scaling(
-        plain, factor=lm.rope_scaling_factor, low_freq_factor=lm.rope_low_freq_factor,
+    from megatron_sicog.mcore_compat import llama3_inv_freq
+
+    rotary_pos_emb.inv_freq = llama3_inv_freq(
+        rotary_pos_emb, plain, factor=lm.rope_scaling_factor, low_freq_factor=lm.rope_low_freq_factor,
         high_freq_factor=lm.rope_high_freq_factor,
         original_max_position_embeddings=lm.rope_original_max_position_embeddings)
 
