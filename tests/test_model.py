@@ -185,3 +185,13 @@ def test_sdpa_core_attention_equals_megatron_dot_product_attention(mcore, mask_k
     torch.testing.assert_close(out_new, out_ref, rtol=1e-5, atol=1e-5)
     for a, r in zip(grads_new, grads_ref):
         torch.testing.assert_close(a, r, rtol=1e-4, atol=1e-4)
+
+
+def test_preset_replace_never_changes_the_shared_preset():
+    from megatron_sicog.model.presets import PRESETS
+
+    vocab = PRESETS["tiny"].language.vocab_size
+    copy = PRESETS["tiny"].replace()
+    copy.language.vocab_size = vocab + 7
+    copy.vision.image_size = 1
+    assert PRESETS["tiny"].language.vocab_size == vocab and PRESETS["tiny"].vision.image_size != 1

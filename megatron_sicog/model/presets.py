@@ -9,6 +9,7 @@ turns it into megatron-core ``TransformerConfig`` objects.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Optional
@@ -76,7 +77,9 @@ class ModelArgs:
     transformer_impl: str = "auto"  # "local", "transformer_engine" or "auto"
 
     def replace(self, **kw) -> "ModelArgs":
-        return dataclasses.replace(self, **kw)
+        """A copy with `kw` replaced; the nested vision/language args are copied too, so changing the
+        copy's fields never changes a shared preset (dataclasses.replace alone is shallow)."""
+        return dataclasses.replace(copy.deepcopy(self), **kw)
 
 
 def _clip_l336() -> VisionArgs:
