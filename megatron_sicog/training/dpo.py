@@ -29,12 +29,18 @@ def dpo_loss(loss_mask: torch.Tensor, ref_logps: torch.Tensor, beta: float, outp
     ref_margin = ref_logps[:b] - ref_logps[b:]
     logits = beta * (policy_margin - ref_margin)
     loss = -F.logsigmoid(logits).mean()
+    # implicit rewards, as TRL's DPOTrainer logs them: beta * (policy - reference) log-prob
+    chosen_reward = beta * (logps[:b] - ref_logps[:b])
+    rejected_reward = beta * (logps[b:] - ref_logps[b:])
     return loss, {
         "dpo_loss": loss.detach().clone(),
         "margin": policy_margin.mean().detach(),
         "reward_accuracy": (logits > 0).float().mean().detach(),
         "chosen_logp": logps[:b].mean().detach(),
         "rejected_logp": logps[b:].mean().detach(),
+        "chosen_reward": chosen_reward.mean().detach(),
+        "rejected_reward": rejected_reward.mean().detach(),
+        "reward_margin": (chosen_reward - rejected_reward).mean().detach(),
     }
 
 

@@ -44,7 +44,8 @@ from megatron_sicog.training.optim import (build_optimizer, build_scheduler, par
                                            wrap_model)
 
 log = logging.getLogger("sicog.train")
-DPO_KEYS = ("dpo_loss", "margin", "reward_accuracy", "chosen_logp", "rejected_logp")
+DPO_KEYS = ("dpo_loss", "margin", "reward_accuracy", "chosen_logp", "rejected_logp",
+            "chosen_reward", "rejected_reward", "reward_margin")
 LM_KEYS = ("lm_loss",)
 
 
