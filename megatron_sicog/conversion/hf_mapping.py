@@ -201,6 +201,28 @@ def rope_parameters(lm: LanguageArgs) -> dict:
     return out
 
 
+def _qwen2_window_problems(text_cfg) -> list[str]:
+    """Sliding-window attention (Qwen2 ``use_sliding_window`` below ``max_window_layers``, or transformers 5
+    ``layer_types``) has no megatron equivalent here: every layer attends to the whole causal context.
+    Qwen2.5 configs carry ``sliding_window``/``max_window_layers`` with ``use_sliding_window: false``, which
+    transformers ignores too, so they convert."""
+    out = []
+    n = _get(text_cfg, "num_hidden_layers")
+    if _get(text_cfg, "use_sliding_window"):
+        mwl = _get(text_cfg, "max_window_layers")
+        if mwl is None or n is None or mwl < n:
+            out.append(f"use_sliding_window={_get(text_cfg, 'use_sliding_window')!r} with max_window_layers={mwl!r} "
+                       f"and sliding_window={_get(text_cfg, 'sliding_window')!r} (num_hidden_layers {n}): "
+                       "sliding-window attention is not supported, only full attention in every layer")
+    types = _get(text_cfg, "layer_types")
+    if types:
+        bad = [i for i, t in enumerate(types) if t != "full_attention"]
+        if bad and not out:
+            out.append(f"layer_types[{bad[0]}]={types[bad[0]]!r} ({len(bad)} layer(s) not 'full_attention'): "
+                       "only full attention in every layer is supported")
+    return out
+
+
 def language_args_from_hf(text_cfg, make_vocab_size_divisible_by: int = 128,
                           tie_word_embeddings: Optional[bool] = None) -> LanguageArgs:
     """LanguageArgs of a Llama- or Qwen2-family HF text config (object or dict)."""
@@ -218,8 +240,8 @@ def language_args_from_hf(text_cfg, make_vocab_size_divisible_by: int = 128,
         problems.append(f"hidden_act {_get(text_cfg, 'hidden_act')!r} (only silu / SwiGLU)")
     if family == "llama" and (_get(text_cfg, "attention_bias") or _get(text_cfg, "mlp_bias")):
         problems.append("Llama attention_bias/mlp_bias=True (biases on o_proj/MLP are not in the megatron model)")
-    if family == "qwen2" and _get(text_cfg, "use_sliding_window"):
-        problems.append("Qwen2 use_sliding_window=True")
+    if family == "qwen2":
+        problems += _qwen2_window_problems(text_cfg)
     if problems:
         raise ConversionError(f"{mt} config cannot convert: " + "; ".join(problems))
     tie = _get(text_cfg, "tie_word_embeddings", False) if tie_word_embeddings is None else tie_word_embeddings

@@ -5,8 +5,22 @@ Templates (``--chat-template``):
 * ``qwen2``  ``<|im_start|>role\\n...<|im_end|>\\n`` per turn;
 * ``llama3`` ``<|begin_of_text|>`` then
   ``<|start_header_id|>role<|end_header_id|>\\n\\n...<|eot_id|>`` per turn;
+* ``qwen2.5`` as the Qwen2.5-Instruct ``chat_template`` renders it: ``qwen2`` plus
+  its default system turn ("You are Qwen, created by Alibaba Cloud. You are a
+  helpful assistant.") when the conversation has none;
+* ``llama3.1`` as the Llama-3.1-Instruct ``chat_template`` renders it: ``llama3``
+  plus the system turn it always writes ("Cutting Knowledge Date: December
+  2023\\nToday Date: 26 Jul 2024\\n\\n" + the system text), every content
+  stripped of surrounding whitespace (its ``| trim``);
 * ``plain``  LLaVA-pretrain style: the human text, then the assistant text and
   ``eod``; no markers.
+
+``qwen2.5`` and ``llama3.1`` give the token ids of ``apply_chat_template`` with
+those templates (tests/test_hf_chat_templates.py compares ids and the
+assistant mask): use them to fine-tune the Instruct checkpoints in the format
+they were trained on. One known difference: a Qwen2.5 reply that itself starts
+with a newline is split differently (the project tokenises the reply apart from
+the ``assistant\\n`` prefix so the loss boundary is a token boundary).
 
 `encode_conversation(tok, conversations, template, system=None)` returns
 ``(token_ids, loss_mask)``: the mask is 1 exactly on assistant-reply tokens,
@@ -28,7 +42,7 @@ end a reply.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional, Sequence, Union
 
 from ..prompts import IMAGE_PLACEHOLDER
@@ -50,6 +64,9 @@ class ChatTemplate:
     turn_close: tuple = ()       # closing parts; the first is in the assistant loss
     end_of_turn: Optional[str] = None  # the closing special, a stop token
     eod_after_reply: bool = False      # plain: eod closes each assistant reply
+    default_system: Optional[str] = None  # system text written when the conversation has none
+    system_prefix: Optional[str] = None   # not None: a system turn is always written, this before its text
+    strip_content: bool = False           # every turn's text stripped (Jinja ``| trim``)
 
     def special_strings(self) -> list[str]:
         out = list(self.begin)
@@ -76,6 +93,25 @@ TEMPLATES: dict[str, ChatTemplate] = {
     ),
     "plain": ChatTemplate(name="plain", eod_after_reply=True),
 }
+TEMPLATES["qwen2.5"] = replace(TEMPLATES["qwen2"], name="qwen2.5",
+                               default_system="You are Qwen, created by Alibaba Cloud. You are a helpful assistant.")
+TEMPLATES["llama3.1"] = replace(TEMPLATES["llama3"], name="llama3.1", strip_content=True,
+                                system_prefix="Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n")
+
+
+def _system_turn(tpl: ChatTemplate, turns: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The turns with the template's own system turn (default text, fixed prefix) in front."""
+    if tpl.strip_content:
+        turns = [(r, t.strip()) for r, t in turns]
+    if tpl.default_system is None and tpl.system_prefix is None:
+        return turns
+    if turns and turns[0][0] == "system":
+        text, turns = turns[0][1], turns[1:]
+    elif tpl.system_prefix is not None:
+        text = ""
+    else:
+        text = tpl.default_system
+    return [("system", (tpl.system_prefix or "") + text)] + turns
 
 
 def get_template(template: Union[str, ChatTemplate]) -> ChatTemplate:
@@ -142,7 +178,7 @@ def plan_conversation(conversations: Sequence[dict], template: Union[str, ChatTe
                       require_reply: bool = True) -> list[Part]:
     """The parts of a whole conversation (validated)."""
     tpl = get_template(template)
-    turns = _turns(conversations, system)
+    turns = _system_turn(tpl, _turns(conversations, system))
     if require_reply and not any(r == "assistant" for r, _ in turns):
         raise ValueError("no assistant turn")
     parts: list[Part] = [(_OPTIONAL, s, 0) for s in tpl.begin]
