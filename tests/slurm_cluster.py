@@ -1,4 +1,4 @@
-"""A real single-node SLURM for the tests of the sbatch recipes (DESIGN.md §6).
+"""A real single-node SLURM for the tests of the sbatch recipes (examples/slurm/README.md).
 
 `local_slurm()` installs the packages if they are missing (root + apt-get,
 through examples/slurm/local_cluster/install_slurm.sh; SICOG_SLURM_INSTALL=0

@@ -85,7 +85,6 @@ def test_dpo_margin_rises_and_loss_falls(tmp_path):
 @pytest.mark.parametrize("args,world,msg", [
     (["--global-batch-size", "3"], 1,
      "global batch size 3 is not divisible by micro-batch-size 2 x data-parallel size 1"),
-    (["--tensor-model-parallel-size", "2"], 1, "world size 1 is not divisible by tensor-model-parallel-size 2"),
     (["--tensor-model-parallel-size", "2", "--global-batch-size", "6"], 4,
      "global batch size 6 is not divisible by micro-batch-size 2 x data-parallel size 2"),
     (["--stage", "dpo", "--pipeline-model-parallel-size", "2"], 2, "--stage dpo needs --pipeline-model-parallel-size 1"),
@@ -99,6 +98,14 @@ def test_impossible_configurations_fail_before_work(args, world, msg):
     with pytest.raises(ValueError) as e:
         validate_args(a, world)
     assert msg in str(e.value)
+
+
+def test_world_size_not_divisible_is_named_before_any_group():
+    # init_distributed checks TP x PP against the world size before it makes a process group
+    from megatron_sicog import runtime
+
+    with pytest.raises(ValueError, match="world size 1 is not divisible by tensor-model-parallel-size 2"):
+        runtime.init_distributed(2, 1)
 
 
 def test_heads_not_divisible_by_tp_is_named():

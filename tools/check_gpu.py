@@ -24,13 +24,10 @@ import platform
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from megatron_sicog import runtime  # noqa: E402
+from megatron_sicog import runtime
 
 _OUT = None
 

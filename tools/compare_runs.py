@@ -16,13 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from megatron_sicog.evaluation.significance import pooled_paired_bootstrap  # noqa: E402
-from megatron_sicog.io import atomic_write_json  # noqa: E402
+from megatron_sicog.evaluation.significance import pooled_paired_bootstrap
+from megatron_sicog.io import atomic_write_json
 
 TASKS = {"accuracy": "reasoning", "caption_score": "caption"}
 

@@ -23,10 +23,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from megatron_sicog.guards import UsageError, add_debug_flag, debug_requested  # noqa: E402
-from megatron_sicog.training.checkpointing import add_allow_pickle_flag, allow_pickle  # noqa: E402
+from megatron_sicog.guards import UsageError, add_debug_flag, debug_requested
+from megatron_sicog.training.checkpointing import add_allow_pickle_flag, allow_pickle
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -33,9 +33,7 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package, like the other tools
-
-from megatron_sicog.guards import UsageError, add_debug_flag, add_overwrite_flag, check_outputs, cli  # noqa: E402
+from megatron_sicog.guards import UsageError, add_debug_flag, add_overwrite_flag, check_outputs, cli
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,13 +13,9 @@ writes what a model must answer (id, task, image, prompt) for the runner.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from megatron_sicog.evaluation.scoring import eval_requests, score_predictions, summary_line  # noqa: E402
-from megatron_sicog.io import atomic_write_json, write_jsonl_atomic  # noqa: E402
+from megatron_sicog.evaluation.scoring import eval_requests, score_predictions, summary_line
+from megatron_sicog.io import atomic_write_json, write_jsonl_atomic
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -37,11 +37,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from megatron_sicog.guards import UsageError, add_debug_flag, add_overwrite_flag, cli  # noqa: E402
-from megatron_sicog.io import atomic_write_json, dumps, loads, write_jsonl_atomic  # noqa: E402
-from megatron_sicog.training.checkpointing import add_allow_pickle_flag, allow_pickle  # noqa: E402
+from megatron_sicog.guards import UsageError, add_debug_flag, add_overwrite_flag, cli
+from megatron_sicog.io import atomic_write_json, dumps, loads, write_jsonl_atomic
+from megatron_sicog.training.checkpointing import add_allow_pickle_flag, allow_pickle
 
 log = logging.getLogger("evaluate_benchmarks")
 

@@ -42,12 +42,10 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from megatron_sicog.guards import (UsageError, add_debug_flag, add_image_root_flags,  # noqa: E402
+from megatron_sicog.guards import (UsageError, add_debug_flag, add_image_root_flags,
                                    add_overwrite_flag, check_outputs, cli)
-from megatron_sicog.io import atomic_path, dumps, iter_records, loads  # noqa: E402
-from megatron_sicog.training.checkpointing import add_allow_pickle_flag  # noqa: E402
+from megatron_sicog.io import atomic_path, dumps, iter_records, loads
+from megatron_sicog.training.checkpointing import add_allow_pickle_flag
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff")
 log = logging.getLogger("generate_candidates")

@@ -18,9 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from megatron_sicog.guards import UsageError, cli  # noqa: E402
+from megatron_sicog.guards import UsageError, cli
 
 
 def main(argv=None) -> int:

@@ -17,14 +17,11 @@ split and the sizes. The same --seed and sizes give byte-identical files.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from megatron_sicog.synthetic.vocab import SHAPES  # noqa: E402
-from megatron_sicog.synthetic.splits import DEFAULT_SIZES, QUESTIONS_PER_IMAGE, write_splits  # noqa: E402
+from megatron_sicog.synthetic.vocab import SHAPES
+from megatron_sicog.synthetic.splits import DEFAULT_SIZES, QUESTIONS_PER_IMAGE, write_splits
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -19,11 +19,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from megatron_sicog.data.indexed import SampleReader, SampleWriter, open_dtype  # noqa: E402
-from megatron_sicog.guards import add_debug_flag, add_overwrite_flag, check_outputs, cli, debug_requested  # noqa: E402
-from megatron_sicog.io import atomic_path  # noqa: E402
+from megatron_sicog.data.indexed import SampleReader, SampleWriter, open_dtype
+from megatron_sicog.guards import add_debug_flag, add_overwrite_flag, check_outputs, cli, debug_requested
+from megatron_sicog.io import atomic_path
 
 
 def _natural_key(s: str):

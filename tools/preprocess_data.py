@@ -43,12 +43,9 @@ import os
 import signal
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from megatron_sicog.data.chat_template import TEMPLATES  # noqa: E402
-from megatron_sicog.data.preprocess import (  # noqa: E402
+from megatron_sicog.data.chat_template import TEMPLATES
+from megatron_sicog.data.preprocess import (
     ConvertConfig,
     convert_chunk,
     init_pool_worker,
@@ -57,10 +54,10 @@ from megatron_sicog.data.preprocess import (  # noqa: E402
     prepare,
     shard_input_bytes,
 )
-from megatron_sicog.data.tokenizer import TOKENIZER_TYPES  # noqa: E402
-from megatron_sicog.guards import (add_debug_flag, add_image_root_flags, add_overwrite_flag,  # noqa: E402
+from megatron_sicog.data.tokenizer import TOKENIZER_TYPES
+from megatron_sicog.guards import (add_debug_flag, add_image_root_flags, add_overwrite_flag,
                                    check_outputs, cli)
-from megatron_sicog.io import atomic_path, dumps  # noqa: E402
+from megatron_sicog.io import atomic_path, dumps
 
 
 class PreprocessError(RuntimeError):

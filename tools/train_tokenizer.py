@@ -14,10 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from megatron_sicog.data.tokenizer import train_sentencepiece  # noqa: E402
-from megatron_sicog.io import RecordError, iter_records  # noqa: E402
+from megatron_sicog.data.tokenizer import train_sentencepiece
+from megatron_sicog.io import RecordError, iter_records
 
 
 def _texts(paths: list[str], stats: dict):

@@ -1,7 +1,7 @@
 """Self-consistency curation: candidate files in, curated LLaVA records out.
 
 `curate(...)` is the whole stage as one library call (``tools/curate.py`` is a
-thin CLI over it; the end-to-end loop calls it in-process):
+thin CLI over it, and the end-to-end loop and the sbatch recipe run that CLI):
 
 1. read candidate records ``{"id", "image", "task", "prompt", "candidates",
    "reference"?}`` from one or more JSONL / JSON-list files; malformed lines,

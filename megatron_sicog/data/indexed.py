@@ -204,10 +204,6 @@ class SampleReader:
         return self.read(i, decode_images=False)["images"]
 
 
-def dataset_exists(prefix: Union[str, Path]) -> bool:
-    return os.path.isfile(f"{prefix}.bin") and os.path.isfile(f"{prefix}.idx")
-
-
 def open_dtype(prefix: Union[str, Path]) -> Optional[type]:
     """The dtype recorded in ``<prefix>.idx`` (reads the header only)."""
     import struct

@@ -71,8 +71,6 @@ def build_parser() -> argparse.ArgumentParser:
                        dest="use_checkpoint_opt_param_scheduler", action="store_true",
                        help="on resume, keep the checkpoint's LR schedule whatever these flags say")
     add_allow_pickle_flag(g)
-    g.add_argument("--exit-signal-handler", action="store_true", default=True,
-                   help="SIGTERM/SIGUSR1: save at the next iteration boundary and exit 0 (always on)")
     g = p.add_argument_group("data")
     g.add_argument("--data-path", nargs="*", default=None,
                    help="weighted blend of indexed datasets: '0.7 prefix_a 0.3 prefix_b' (dpo: preference JSONL)")
@@ -109,11 +107,7 @@ def validate_args(args: argparse.Namespace, world_size: int) -> int:
     """Raise UsageError naming the numbers for impossible configurations; return the DP size."""
     tp, pp = args.tensor_model_parallel_size, args.pipeline_model_parallel_size
     errors = []
-    if world_size % (tp * pp):
-        errors.append(f"world size {world_size} is not divisible by tensor-model-parallel-size {tp} x "
-                      f"pipeline-model-parallel-size {pp} ({world_size} % ({tp} * {pp}) != 0)")
-        raise UsageError("; ".join(errors))
-    dp = world_size // (tp * pp)
+    dp = world_size // (tp * pp)  # runtime.init_distributed has checked that TP x PP divides it
     if args.global_batch_size is None:
         args.global_batch_size = args.micro_batch_size * dp
     if args.global_batch_size % (args.micro_batch_size * dp):

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Start a single-node SLURM cluster on this machine (DESIGN.md §6): munged as
+# Start a single-node SLURM cluster on this machine (examples/slurm/README.md): munged as
 # the munge user, then slurmctld and slurmd with a generated slurm.conf whose
 # only node is `hostname -s`. Waits until `sinfo` shows the node idle, then
 # prints the line to export, e.g.  export SLURM_CONF=/tmp/sicog-slurm/slurm.conf
