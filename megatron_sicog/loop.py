@@ -21,6 +21,8 @@ recipe (re-pretrain the base model, then the full seed fine-tuning); "stage1"
 starts from the stage-1 weights and pays the long seed fine-tuning once. Either
 way sicog and baseline differ only in the self-generated data.
     eval        greedy CoD captions + CoT answers on the held-out split, tools/evaluate.py
+    [round r>=2 with --rounds N: generate + curate with round r-1's SICOG model, sicog_pretrain_r<r> from it
+                on align + curated_r<r>, sicog_r<r>; baseline_r<r> continues the baseline chain on align]
 
 What never happens: eval data in any training command, and the unlabelled
 split's answers (``unlabelled_answers.jsonl``) in any command before `eval`;
@@ -142,8 +144,11 @@ class StageFailed(RuntimeError):
 
 
 class Loop:
-    def __init__(self, cfg: LoopConfig, dpo: bool = False, scaling: bool = False, fresh: bool = False):
-        self.cfg, self.dpo, self.scaling = cfg, dpo, scaling
+    def __init__(self, cfg: LoopConfig, dpo: bool = False, scaling: bool = False, fresh: bool = False,
+                 rounds: int = 1):
+        if int(rounds) != rounds or rounds < 1:
+            raise ValueError(f"rounds must be a whole number >= 1, not {rounds!r}")
+        self.cfg, self.dpo, self.scaling, self.rounds = cfg, dpo, scaling, int(rounds)
         self.out = Path(cfg.output_dir).resolve()
         if fresh and self.out.exists():
             import shutil
@@ -370,14 +375,44 @@ class Loop:
                                                    ("stage1", "baseline")])
         if self.scaling:
             results["scaling"] = self.scaling_curve(curated, align, seed, start, results["baseline"])
-        results.update(self.curation_counts(curated))
-        results["self_generated_quality"] = self.self_generated_quality(curated)
+        gen_tag = "_dpo" if self.dpo else ""
+        results.update(self.curation_counts(curated, gen_tag))
+        results["self_generated_quality"] = self.self_generated_quality(curated, gen_tag)
+        if self.rounds > 1:
+            results["rounds"] = self.later_rounds(sicog, baseline, align, seed_blend, results)
+            models.update({f"{m}_r{r['round']}": None for r in results["rounds"] for m in ("sicog", "baseline")})
         for name in models:
             results[name]["step_consistency"] = self.step_consistency(name)
         results["seconds"] = round(time.perf_counter() - t0, 1)
         results["stage_seconds"] = {k: round(v, 1) for k, v in self.timings.items()}
         results["config"] = dataclasses.asdict(c)
         return results
+
+    def later_rounds(self, sicog: Path, baseline: Path, align: str, seed_blend: list[str], results: dict) -> list:
+        """Rounds 2..N: the previous round's SICOG model samples and curates again; its re-pretraining
+        (same recipe, from the previous SICOG model) uses the new curated set, and the baseline chain
+        continues from the previous baseline on the alignment data only, at equal iterations."""
+        c, rounds = self.cfg, []
+        prev_sicog, prev_baseline, prev_name = sicog, baseline, "sicog"
+        for r in range(2, self.rounds + 1):
+            tag = f"_r{r}"
+            curated, _ = self.stage2(prev_sicog, tag=tag)
+            cur_idx = self.preprocess(f"curated{tag}", [curated], c.chat_template)
+            s_pt = self.train(f"sicog_pretrain{tag}", "pretrain", c.repretrain, ["0.5", align, "0.5", cur_idx],
+                              prev_sicog)
+            s_model = self.train(f"sicog{tag}", "sft", c.final_sft, seed_blend, s_pt)
+            b_pt = self.train(f"baseline_pretrain{tag}", "pretrain", c.repretrain, [align], prev_baseline)
+            b_model = self.train(f"baseline{tag}", "sft", c.final_sft, seed_blend, b_pt)
+            for name, ckpt in ((f"sicog{tag}", s_model), (f"baseline{tag}", b_model)):
+                results[name] = self.evaluate(name, ckpt)
+            cmp = self.comparisons([(f"baseline{tag}", f"sicog{tag}"), (prev_name, f"sicog{tag}")])
+            results["comparisons"].update(cmp)
+            rounds.append({"round": r, "generator": prev_name, **self.curation_counts(curated, tag),
+                           "self_generated_quality": self.self_generated_quality(curated, tag),
+                           "sicog": results[f"sicog{tag}"], "baseline": results[f"baseline{tag}"],
+                           "comparisons": cmp})
+            prev_sicog, prev_baseline, prev_name = s_model, b_model, f"sicog{tag}"
+        return rounds
 
     def seed_blend(self, seed: str, align: str) -> list[str]:
         """The data path of a seed fine-tuning: the seed, or a weighted blend with the align captions."""
@@ -427,14 +462,15 @@ class Loop:
         rows = iter_records(self.out / "gen" / f"eval_{name}_cod.jsonl")
         return mean_step_consistency((r.get("candidates") or [""])[0] for _, r in rows if isinstance(r, dict))
 
-    def curation_counts(self, curated: Path) -> dict:
-        """Curated / candidate counts, and (analysis only) pseudo-label accuracy vs the hidden answers."""
+    def curation_counts(self, curated: Path, tag: str = "") -> dict:
+        """Curated / candidate counts (the candidates of the same generation, ``gen/cod{tag}.jsonl``), and
+        (analysis only) pseudo-label accuracy vs the hidden answers."""
         from megatron_sicog.curation.answers import normalize_answer, same_answer
 
         n_curated = n_reasoning = n_correct = 0
         candidates = 0
         for name in ("cod", "cot"):
-            for _, rec in iter_records(self.out / "gen" / f"{name}.jsonl"):
+            for _, rec in iter_records(self.out / "gen" / f"{name}{tag}.jsonl"):
                 if isinstance(rec, dict):
                     candidates += len(rec.get("candidates") or [])
         answers = {r["id"]: r.get("answer") for _, r in iter_records(self.data / "unlabelled_answers.jsonl")
@@ -453,8 +489,16 @@ class Loop:
                 "curated_reasoning_pseudo_label_accuracy": (n_correct / n_reasoning) if n_reasoning else None}
 
 
-def format_table(results: dict) -> str:
+def _model_rows(results: dict) -> list[str]:
+    """Evaluated models in table order: base, stage 1 (+DPO), baseline, sicog, then later rounds."""
     rows = [k for k in ("base", "stage1", "stage1_dpo", "baseline", "sicog") if k in results]
+    for r in results.get("rounds") or []:
+        rows += [k for k in (f"baseline_r{r['round']}", f"sicog_r{r['round']}") if k in results]
+    return rows
+
+
+def format_table(results: dict) -> str:
+    rows = _model_rows(results)
     lines = [f"{'model':<12} {'accuracy':>9} {'caption':>9}", "-" * 32]
     for k in rows:
         lines.append(f"{k:<12} {results[k]['accuracy']:>9.3f} {results[k]['caption_score']:>9.3f}")
@@ -494,12 +538,12 @@ def save_plots(results: dict, out_dir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     paths = []
-    rows = [k for k in ("base", "stage1", "stage1_dpo", "baseline", "sicog") if k in results]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    rows = _model_rows(results)
+    fig, axes = plt.subplots(1, 2, figsize=(9 + 1.2 * max(0, len(rows) - 5), 3.6))
     for ax, key, title in zip(axes, ("accuracy", "caption_score"), ("answer accuracy", "caption fidelity (F1)")):
         vals = [results[k][key] for k in rows]
         colours = {"base": "#999", "stage1": "#6a9fd4", "stage1_dpo": "#8cc", "baseline": "#c9a", "sicog": "#d4663a"}
-        bars = ax.bar(rows, vals, color=[colours[k] for k in rows])
+        bars = ax.bar(rows, vals, color=[colours[k.split("_r")[0]] for k in rows])
         ax.bar_label(bars, fmt="%.3f", fontsize=8)
         ax.set_title(title)
         ax.set_ylim(0, max(1.0, max(vals) * 1.15))
@@ -541,10 +585,15 @@ def main(argv=None) -> int:
     p.add_argument("--scaling", action="store_true",
                    help="also re-pretrain on the config's scaling_fractions of the curated data "
                         "(default 25%%, 50%% and 100%%) and plot metric vs self-generated samples")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="SICOG rounds: round r >= 2 samples and curates with round r-1's SICOG model, "
+                        "re-pretrains from it, and continues the baseline chain at equal iterations")
     p.add_argument("--fresh", action="store_true", help="delete the output directory first (no resume)")
     args = p.parse_args(argv)
+    if args.rounds < 1:
+        p.error(f"--rounds must be >= 1, not {args.rounds}")
     cfg = LoopConfig.from_json(args.config, output_dir=args.output_dir, seed=args.seed)
-    loop = Loop(cfg, dpo=args.dpo, scaling=args.scaling, fresh=args.fresh)
+    loop = Loop(cfg, dpo=args.dpo, scaling=args.scaling, fresh=args.fresh, rounds=args.rounds)
     results = loop.execute()
     atomic_write_json(loop.out / "summary.json", results)
     plots = save_plots(results, loop.out)

@@ -77,8 +77,10 @@ def test_smoke_loop_end_to_end_and_resume(tmp_path):
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
     s = json.loads((out / "summary.json").read_text())
     for k in ("base", "stage1", "stage1_dpo", "sicog", "baseline"):
-        assert set(s[k]) == {"accuracy", "caption_score"}
+        assert set(s[k]) == {"accuracy", "caption_score", "step_consistency"}
         assert set(s["benchmarks"][k]) == {"MMBench_tiny", "POPE_tiny"}
+    q = s["self_generated_quality"]  # with --dpo: the DPO model's candidates against the curated set from them
+    assert q["caption"]["images"] > 0 and 0.0 <= q["answers"]["one_sample_accuracy"] <= 1.0
     assert s["candidates"] > 0 and s["curated_samples"] > 0 and s["seconds"] > 0
     cmp = s["comparisons"]["sicog-stage1"]["accuracy"]
     assert cmp["n"] > 0 and cmp["ci_low"] <= cmp["difference"] <= cmp["ci_high"]
@@ -131,3 +133,59 @@ def test_benchmark_stage_command_and_table(tmp_path, monkeypatch):
     table = format_benchmarks({"benchmarks": {"sicog": res}})
     assert table.splitlines()[-1].split() == ["sicog", "0.250", "0.500", "0.100", "0.750", "0.800", "0.600"]
     assert format_benchmarks({}) == ""
+
+
+def test_rounds_chain_generators_and_baselines(tmp_path, monkeypatch):
+    """--rounds 3: round r samples with round r-1's SICOG model, re-pretrains from it on its own curated set
+    (+ align), and the baseline chain continues from the previous baseline on align only."""
+    with pytest.raises(ValueError, match="rounds"):
+        Loop(LoopConfig(output_dir=str(tmp_path / "x")), rounds=0)
+    loop = Loop(LoopConfig(output_dir=str(tmp_path / "out")), rounds=3)
+    calls = []
+
+    def fake_stage2(model, tag=""):
+        calls.append(("stage2", str(model), tag))
+        return loop.out / "gen" / f"curated{tag}.jsonl", None
+
+    def fake_train(name, stage, phase, data, init):
+        calls.append(("train", name, list(data), str(init)))
+        return Path(name)
+
+    monkeypatch.setattr(loop, "stage2", fake_stage2)
+    monkeypatch.setattr(loop, "train", fake_train)
+    monkeypatch.setattr(loop, "preprocess", lambda name, inputs, t: f"idx/{name}")
+    monkeypatch.setattr(loop, "evaluate", lambda name, ckpt: {"accuracy": 0.5, "caption_score": 0.5})
+    monkeypatch.setattr(loop, "comparisons", lambda pairs: {f"{b}-{a}": {} for a, b in pairs})
+    monkeypatch.setattr(loop, "curation_counts", lambda cur, tag="": {"curated_samples": len(tag)})
+    monkeypatch.setattr(loop, "self_generated_quality", lambda cur, tag="": {"tag": tag})
+    results = {"comparisons": {}}
+    rounds = loop.later_rounds(Path("sicog"), Path("baseline"), "idx/align", ["idx/seed"], results)
+    assert [r["round"] for r in rounds] == [2, 3] and [r["generator"] for r in rounds] == ["sicog", "sicog_r2"]
+    assert ("stage2", "sicog", "_r2") in calls and ("stage2", "sicog_r2", "_r3") in calls
+    trains = {c[1]: c[2:] for c in calls if c[0] == "train"}
+    assert trains["sicog_pretrain_r3"] == (["0.5", "idx/align", "0.5", "idx/curated_r3"], "sicog_r2")
+    assert trains["baseline_pretrain_r3"] == (["idx/align"], "baseline_r2")
+    assert trains["sicog_r3"] == (["idx/seed"], "sicog_pretrain_r3")
+    assert {"sicog_r3-baseline_r3", "sicog_r3-sicog_r2", "sicog_r2-sicog"} <= set(results["comparisons"])
+    assert rounds[1]["self_generated_quality"] == {"tag": "_r3"}
+    res = {k: {"accuracy": 0.5, "caption_score": 0.5} for k in ("base", "stage1", "baseline", "sicog")}
+    res.update(results, rounds=rounds)
+    rows = [ln.split()[0] for ln in format_table(res).splitlines()[2:]]
+    assert rows == ["base", "stage1", "baseline", "sicog", "baseline_r2", "sicog_r2", "baseline_r3", "sicog_r3"]
+
+
+@pytest.mark.slow
+def test_two_rounds_each_scored(tmp_path):
+    out = tmp_path / "loop"
+    cmd = [sys.executable, str(REPO / "examples" / "tiny" / "run_sicog_loop.py"),
+           "--config", str(REPO / "examples" / "tiny" / "smoke.json"), "--output-dir", str(out), "--rounds", "2"]
+    p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=3600)
+    assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
+    s = json.loads((out / "summary.json").read_text())
+    assert [r["round"] for r in s["rounds"]] == [2] and s["rounds"][0]["generator"] == "sicog"
+    for k in ("sicog_r2", "baseline_r2"):
+        assert 0.0 <= s[k]["accuracy"] <= 1.0 and "step_consistency" in s[k]
+    assert {"sicog_r2-baseline_r2", "sicog_r2-sicog"} <= set(s["comparisons"])
+    commands = (out / "commands.sh").read_text()
+    assert "--load " + str(out / "ckpt" / "sicog") + " " in commands  # round 2 samples with round 1's SICOG
+    assert "sicog_r2" in p.stdout
