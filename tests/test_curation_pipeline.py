@@ -342,12 +342,12 @@ def test_curated_records_say_how_they_were_curated(tmp_path):
                    caption("c", ["a dog on a beach", "a dog on the beach", "a dog running on a beach"])],
         reasoning_threshold=0.5, mbr_include_self=True)
     recs = {r["id"]: r for r in read(tmp_path / "out.jsonl")}
-    assert recs["r"]["curation"] == {"scorer": "answer_vote", "embedding_model": None, "on": "final answer",
-                                     "threshold": 0.5, "threshold_rule": "absolute",
-                                     "convention": "winning share of N (abstentions count)"}
-    assert recs["c"]["curation"]["scorer"] == "lexical"
-    assert recs["c"]["curation"]["convention"] == "include_self"
-    assert recs["c"]["curation"]["on"] == "final description"
+    assert recs["r"]["provenance"]["curation"] == {
+        "scorer": "answer_vote", "embedding_model": None, "on": "final answer", "threshold": 0.5,
+        "threshold_rule": "absolute", "convention": "winning share of N (abstentions count)"}
+    assert recs["c"]["provenance"]["curation"]["scorer"] == "lexical"
+    assert recs["c"]["provenance"]["curation"]["convention"] == "include_self"
+    assert recs["c"]["provenance"]["curation"]["on"] == "final description"
 
 
 def test_reasoning_by_mbr_on_the_conclusion_step(tmp_path):
@@ -357,9 +357,34 @@ def test_reasoning_by_mbr_on_the_conclusion_step(tmp_path):
               reasoning_scorer="mbr", mbr_include_self=True)
     (rec,) = read(tmp_path / "out.jsonl")
     assert rec["kept_index"] in (0, 1) and rec["answer_key"] == "a"
-    assert rec["curation"]["on"] == "conclusion step" and rec["curation"]["scorer"] == "lexical"
+    assert rec["provenance"]["curation"]["on"] == "conclusion step"
+    assert rec["provenance"]["curation"]["scorer"] == "lexical"
     from megatron_sicog.curation.scorers import naive_lexical_mbr
     from megatron_sicog.prompts import conclusion
     assert rec["scores"] == pytest.approx(naive_lexical_mbr([conclusion(c) for c in cands], include_self=True),
                                           abs=1e-6)
     assert res.summary["reasoning_scorer"] == "mbr" and res.summary["mbr_convention"].startswith("include_self")
+
+
+def test_curated_records_carry_the_candidates_provenance_and_kept_index(tmp_path):
+    # the candidate's generation provenance travels on; candidate_index points into the candidate
+    # file's list even after blank and badly formatted candidates are left out
+    from megatron_sicog.records import checkpoint_provenance, generation_provenance
+    gen = generation_provenance(checkpoint_provenance(random_init="tiny"), mode="cot", prompt_template="t",
+                                chat_template="qwen2", temperature=0.7, top_p=0.9, top_k=0,
+                                max_new_tokens=64, num_candidates=5, seed=7)
+    rec = reasoning("p", ["B", "A", "A"], provenance=gen)
+    rec["candidates"] = ["", "no steps here: (A)", *rec["candidates"]]  # indices 0, 1 left out
+    res = run(tmp_path, [rec, reasoning("q", ["A", "A"])], require_format=True,
+              preference_output=tmp_path / "pref.jsonl")
+    out = {r["id"]: r for r in read(tmp_path / "out.jsonl")}
+    prov = out["p"]["provenance"]
+    assert {k: prov[k] for k in gen} == gen
+    assert out["p"]["candidates"][out["p"]["kept_index"]] == rec["candidates"][prov["candidate_index"]]
+    assert prov["candidate_index"] in (3, 4) and out["p"]["answer_key"] == "a"
+    assert prov["source"] == {"file": str(tmp_path / "in.jsonl"), "line": 1}
+    assert prov["curation"]["scorer"] == "answer_vote"
+    assert "checkpoint" not in out["q"]["provenance"] and out["q"]["provenance"]["source"]["line"] == 2
+    for pref in read(tmp_path / "pref.jsonl"):
+        assert pref["provenance"] == out[pref["id"]]["provenance"]
+    assert res.summary["kept"] == 2

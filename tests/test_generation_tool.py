@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -178,7 +179,18 @@ def test_hf_path_and_library_entries_agree_with_load(setup, tmp_path):
     tool.main(["--load", str(s["ckpt"]), "--output", str(tmp_path / "load.jsonl"), *common])
     tool.main(["--hf-path", str(hf_dir), "--output", str(tmp_path / "hf.jsonl"), *common])
     from_load, from_hf = _read(tmp_path / "load.jsonl"), _read(tmp_path / "hf.jsonl")
-    assert from_hf == from_load and len(from_load) == len(s["good"])
+    # same weights from two files: equal records, provenance included, except the checkpoint's identity
+    from megatron_sicog.records import file_sha256, without_checkpoint
+    assert [without_checkpoint(r) for r in from_hf] == [without_checkpoint(r) for r in from_load]
+    assert len(from_load) == len(s["good"])
+    ck_load, ck_hf = from_load[0]["provenance"]["checkpoint"], from_hf[0]["provenance"]["checkpoint"]
+    assert ck_load == {"kind": "load", "path": str(Path(s["ckpt"]).resolve()), "iteration": meta["iteration"],
+                       "meta_sha256": file_sha256(next(Path(s["ckpt"]).glob("iter_*")) / "meta.json")}
+    assert ck_hf["kind"] == "hf" and ck_hf["path"] == str(Path(hf_dir).resolve())
+    assert ck_hf["meta_sha256"] == file_sha256(Path(hf_dir) / "config.json")
+    prov = from_load[0]["provenance"]
+    assert (prov["mode"], prov["seed"], prov["num_candidates"]) == ("answer", 1234, 2)
+    assert prov["sampling"]["temperature"] == 0.0
     assert sum(bool(c) for r in from_load for c in r["candidates"]) > len(from_load)  # real text, not empty
 
     model = build_model(model_args_from_dict(meta["model_args"])).eval()
@@ -189,6 +201,7 @@ def test_hf_path_and_library_entries_agree_with_load(setup, tmp_path):
     recs = [r for batch in generate_candidates(model, tok, s["good"], opts) for r in batch.records]
     by_id = {r["id"]: r for r in recs}
     assert {r["id"]: r["candidates"] for r in from_load} == {k: r["candidates"] * 2 for k, r in by_id.items()}
+    assert all(r["provenance"]["checkpoint"] is None and r["provenance"]["num_candidates"] == 1 for r in recs)
     items = [{"prompt": by_id[r["id"]]["prompt"], "image": r.get("image")} for r in s["good"]]
     answers = greedy_answer(model, tok, items, image_root=s["image_root"], max_new_tokens=10)
     assert answers == [by_id[r["id"]]["candidates"][0] for r in s["good"]]

@@ -16,7 +16,9 @@
 Input: LLaVA records (``--input``: JSONL or JSON list; ``image`` relative to
 ``--image-root``) or, without ``--input``, every image file under
 ``--image-root`` (id = relative path). Output: one candidate record per input
-(``{"id", "image", "task", "prompt", "candidates", "reference"?}``), appended
+(``{"id", "image", "task", "prompt", "candidates", "reference"?, "provenance"}``:
+the checkpoint's path, iteration and meta.json hash, mode, prompt template,
+sampling settings, seed; see ``megatron_sicog/records.py``), appended
 and flushed batch by batch; bad input goes to ``<output>.errors.jsonl`` with
 ``file:line`` and the reason, and the run continues. An existing ``--output``
 is continued with ``--resume`` (ids already there are skipped; damaged lines,
@@ -220,6 +222,7 @@ def main(argv=None) -> int:
     from megatron_sicog.generation.candidates import CandidateOptions, generate_candidates
     from megatron_sicog.generation.loading import load_model_and_tokenizer
     from megatron_sicog.generation.sampling import SamplingParams
+    from megatron_sicog.records import checkpoint_provenance
 
     import torch.distributed as dist
 
@@ -242,7 +245,9 @@ def main(argv=None) -> int:
         sampling=SamplingParams(temperature=a.temperature, top_p=a.top_p if a.temperature > 0 else 1.0,
                                 top_k=a.top_k if a.temperature > 0 else 0),
         max_new_tokens=a.max_new_tokens, seed=a.seed, chat_template=template, image_root=a.image_root,
-        allow_outside_image_root=a.allow_outside_image_root, micro_batch_size=a.micro_batch_size)
+        allow_outside_image_root=a.allow_outside_image_root, micro_batch_size=a.micro_batch_size,
+        checkpoint=checkpoint_provenance(load=a.load, iteration=a.iteration, hf_path=a.hf_path,
+                                         random_init=a.model_preset if a.random_init else None))
 
     output.parent.mkdir(parents=True, exist_ok=True)
     skip = done_ids(output) if a.resume else set()

@@ -35,7 +35,7 @@ from megatron_sicog.curation.scorers import LexicalScorer, Scorer, make_scorer
 from megatron_sicog.curation.answers import same_answer
 from megatron_sicog.curation.vote import candidate_answer, candidate_answers, parse_options, surface_answer, vote
 from megatron_sicog.io import RecordError, atomic_path, dumps, iter_records
-from megatron_sicog.records import error_record
+from megatron_sicog.records import PROVENANCE_KEY, curated_provenance, error_record
 from megatron_sicog.prompts import IMAGE_PLACEHOLDER, conclusion, final_description, follows_format
 
 __all__ = [
@@ -65,6 +65,8 @@ class Item:
     image: Any = None
     reference: Any = None
     source: tuple[str, int] = ("<memory>", 0)
+    provenance: Optional[dict] = None  # the candidate record's (records.generation_provenance)
+    original_index: Optional[list[int]] = None  # candidates[i] was entry original_index[i] of the file's list
 
 
 @dataclass
@@ -138,7 +140,11 @@ def parse_item(rec: dict, path: str = "<memory>", line: int = 0) -> tuple[Option
             counts["empty"] += 1
         else:
             kept.append(c)
-    item = Item(rid, task, prompt, kept, rec.get("image"), rec.get("reference"), (path, line))
+    # blank / non-string candidates are left out: candidate_index counts among the kept ones,
+    # so the original position is recorded beside it
+    item = Item(rid, task, prompt, kept, rec.get("image"), rec.get("reference"), (path, line),
+                rec.get(PROVENANCE_KEY) if isinstance(rec.get(PROVENANCE_KEY), dict) else None,
+                [k for k, c in enumerate(cands) if isinstance(c, str) and c.strip()])
     return item, errors, counts
 
 
@@ -175,7 +181,10 @@ class Curator:
         """Apply format checks in place; returns a drop reason or None."""
         if self.config.require_format:
             kind = TASK_FORMAT[item.task]
-            good = [c for c in item.candidates if follows_format(c, kind)]
+            ok = [i for i, c in enumerate(item.candidates) if follows_format(c, kind)]
+            good = [item.candidates[i] for i in ok]
+            if item.original_index is not None:
+                item.original_index = [item.original_index[i] for i in ok]
             self.candidate_counts["bad_format"] += len(item.candidates) - len(good)
             if item.candidates and not good:
                 item.candidates = good
@@ -438,10 +447,10 @@ def curate(
         def emit(o: Outcome) -> None:
             _account(o, stats)
             if o.record is not None:
-                o.record["curation"] = provenance(config, scorer_obj, o.item.task)
+                o.record[PROVENANCE_KEY] = record_provenance(o, provenance(config, scorer_obj, o.item.task))
                 out_f.write(dumps(o.record) + "\n")
             if o.preference is not None and pref_f is not None:
-                o.preference["curation"] = o.record["curation"]
+                o.preference[PROVENANCE_KEY] = o.record[PROVENANCE_KEY]
                 pref_f.write(dumps(o.preference) + "\n")
 
         def flush(chunk: list[Item]) -> None:
@@ -526,6 +535,16 @@ def provenance(config: CurationConfig, scorer: Any, task: str) -> dict:
         "threshold_rule": "absolute" if config.keep_fraction is None else f"keep_fraction {config.keep_fraction:g}",
         "convention": "winning share of N (abstentions count)" if by_vote else mbr_convention(scorer).split(":")[0],
     }
+
+
+def record_provenance(o: Outcome, curation: dict) -> dict:
+    """The curated record's provenance: the candidate's, the kept candidate's index in the
+    candidate file's list, the source line and what curation decided."""
+    it = o.item
+    k = o.record["kept_index"]
+    orig = it.original_index
+    return curated_provenance(it.provenance, orig[k] if orig is not None and k < len(orig) else k, it.source,
+                              curation)
 
 
 def fraction_thresholds(outcomes: Sequence[Outcome], fraction: float) -> dict[str, float]:

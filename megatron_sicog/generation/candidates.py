@@ -3,7 +3,11 @@
 `generate_candidates(model, tokenizer, records, options)` yields, batch by
 batch, one candidate record per input (the interface of DESIGN.md §3)::
 
-    {"id", "image", "task": "caption"|"reasoning", "prompt", "candidates": [...], "reference"?}
+    {"id", "image", "task": "caption"|"reasoning", "prompt", "candidates": [...], "reference"?,
+     "provenance": {checkpoint, mode, prompt_template, sampling, seed, ...}}
+
+``provenance`` is `records.generation_provenance` (``options.checkpoint`` names
+the weights); candidate k of a record is its k-th list entry.
 
 * ``options.mode`` (cod | caption | cot | answer) picks the human turn from
   `megatron_sicog.prompts.build_prompt`; cot/answer need a question: the
@@ -36,8 +40,8 @@ from megatron_sicog.generation.engine import Engine, Prompt, expand_prompt
 from megatron_sicog.generation.sampling import GREEDY, SamplingParams
 from megatron_sicog.guards import confined_path
 from megatron_sicog.io import RecordError
-from megatron_sicog.records import error_record, split_where
-from megatron_sicog.prompts import IMAGE_PLACEHOLDER, MODE_TASK, build_prompt
+from megatron_sicog.records import PROVENANCE_KEY, error_record, generation_provenance, split_where
+from megatron_sicog.prompts import IMAGE_PLACEHOLDER, MODE_TASK, PROMPTS, build_prompt
 
 ErrorSink = Callable[[dict], None]
 
@@ -54,6 +58,7 @@ class CandidateOptions:
     allow_outside_image_root: bool = False  # image paths may be absolute or leave image_root
     micro_batch_size: int = 8  # prompts per batch (rows = prompts x candidates)
     sort_window: int = 8  # batches prepared together and sorted by length
+    checkpoint: Optional[dict] = None  # records.checkpoint_provenance of the weights (None: unknown)
 
     def __post_init__(self):
         if self.mode not in MODE_TASK:
@@ -229,6 +234,11 @@ def generate_candidates(model, tokenizer, records: Iterable, options: Optional[C
     engine = engine_for(model, tokenizer.pad)
     stops = stop_token_ids(tokenizer, options.chat_template)
     task = MODE_TASK[options.mode]
+    sp = options.sampling
+    prov = generation_provenance(options.checkpoint, mode=options.mode, prompt_template=PROMPTS[options.mode],
+                                 chat_template=options.chat_template, temperature=sp.temperature,
+                                 top_p=sp.top_p, top_k=sp.top_k, max_new_tokens=options.max_new_tokens,
+                                 num_candidates=options.num_candidates, seed=options.seed)
     for window in _windows(records, options, tokenizer, model, errors):
         for batch in _batches(window, options.micro_batch_size):
             prompts = [Prompt(it.tokens, it.images, key=it.id) for it in batch]
@@ -240,6 +250,7 @@ def generate_candidates(model, tokenizer, records: Iterable, options: Optional[C
                        "candidates": [tokenizer.detokenize(c) for c in cands]}
                 if it.reference is not None:
                     rec["reference"] = it.reference
+                rec[PROVENANCE_KEY] = prov
                 recs.append(rec)
             yield BatchResult(recs, out.num_generated)
 
