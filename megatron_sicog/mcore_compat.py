@@ -22,6 +22,12 @@ disappears, so an upgrade shows at once what to revisit.
   and the name ``optimizer.optimizer`` imported from it (CPU clipping, `runtime`).
 * `llama3_inv_freq` — ``RotaryEmbedding._apply_scaling`` (the llama3 frequency
   formula, called with all four of a checkpoint's numbers, `model.llava.set_llama3_rope`).
+* `layer_norm_keys_map` — the local GPT layer spec's
+  ``submodules.sharded_state_dict_keys_map`` (local <-> Transformer Engine
+  layer-norm names, `model.sharding`).
+* `index_file_dtype` — ``indexed_dataset._INDEX_HEADER`` and the header layout
+  (header, version <Q, dtype code <B) that ``_IndexReader`` reads, with
+  ``DType.dtype_from_code`` (`data.indexed.open_dtype`).
 * `builder_append_documents` / `builder_abort` — ``IndexedDatasetBuilder``'s
   ``data_file``, ``sequence_lengths``, ``sequence_modes``, ``document_indices``
   (one write per chunk of documents, `data.indexed.SampleWriter`).
@@ -93,3 +99,29 @@ def builder_abort(builder) -> None:
     """Close a builder's open ``.bin`` without writing an index."""
     with contextlib.suppress(Exception):
         builder.data_file.close()
+
+
+def layer_norm_keys_map() -> dict[str, str]:
+    """local name fragment -> TE name fragment, from megatron-core's local GPT layer spec (0.16.1)."""
+    from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
+
+    keys_map = getattr(get_gpt_layer_local_spec().submodules, "sharded_state_dict_keys_map", None)
+    return dict(keys_map or {"input_layernorm.": "self_attention.linear_qkv.layer_norm_",
+                             "pre_mlp_layernorm.": "mlp.linear_fc1.layer_norm_"})
+
+
+def index_file_dtype(idx_path: str):
+    """The numpy dtype recorded in a megatron ``.idx`` header (reads 18 bytes; layout of 0.16.1's ``_IndexReader``)."""
+    import struct
+
+    from megatron.core.datasets.indexed_dataset import _INDEX_HEADER, DType
+
+    with open(idx_path, "rb") as f:
+        header = f.read(len(_INDEX_HEADER) + 8 + 1)
+    if len(header) < len(_INDEX_HEADER) + 9 or header[:len(_INDEX_HEADER)] != _INDEX_HEADER:
+        raise ValueError(f"{idx_path}: not a megatron index file")
+    code = struct.unpack("<B", header[-1:])[0]
+    try:
+        return DType.dtype_from_code(code)
+    except (ValueError, KeyError):
+        return None

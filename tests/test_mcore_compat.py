@@ -52,3 +52,26 @@ def test_builder_append_equals_add_item(tmp_path):
     b.finalize(str(tmp_path / "b.idx"))
     assert (tmp_path / "a.bin").read_bytes() == (tmp_path / "b.bin").read_bytes()
     assert (tmp_path / "a.idx").read_bytes() == (tmp_path / "b.idx").read_bytes()
+
+
+def test_index_file_dtype_reads_what_the_builder_wrote(tmp_path):
+    from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
+    from megatron_sicog.mcore_compat import index_file_dtype
+
+    for dtype in (np.uint16, np.int32):
+        b = IndexedDatasetBuilder(str(tmp_path / "x.bin"), dtype=dtype)
+        b.add_item(torch.tensor([1, 2, 3]))
+        b.end_document()
+        b.finalize(str(tmp_path / "x.idx"))
+        assert index_file_dtype(str(tmp_path / "x.idx")) == dtype
+    (tmp_path / "bad.idx").write_bytes(b"not an index file at all")
+    with pytest.raises(ValueError, match="not a megatron index file"):
+        index_file_dtype(str(tmp_path / "bad.idx"))
+
+
+def test_layer_norm_keys_map_names_both_norms():
+    from megatron_sicog.mcore_compat import layer_norm_keys_map
+
+    m = layer_norm_keys_map()
+    assert m["input_layernorm."] == "self_attention.linear_qkv.layer_norm_"
+    assert m["pre_mlp_layernorm."] == "mlp.linear_fc1.layer_norm_"

@@ -206,13 +206,6 @@ class SampleReader:
 
 def open_dtype(prefix: Union[str, Path]) -> Optional[type]:
     """The dtype recorded in ``<prefix>.idx`` (reads the header only)."""
-    import struct
+    from megatron_sicog.mcore_compat import index_file_dtype
 
-    with open(f"{prefix}.idx", "rb") as f:
-        header = f.read(9 + 8 + 1)
-    if len(header) < 18 or header[:9] != b"MMIDIDX\x00\x00":
-        raise ValueError(f"{prefix}.idx: not a megatron index file")
-    code = struct.unpack("<B", header[17:18])[0]
-    codes = {1: np.uint8, 2: np.int8, 3: np.int16, 4: np.int32, 5: np.int64, 6: np.float64,
-             7: np.float32, 8: np.uint16}
-    return codes.get(code)
+    return index_file_dtype(f"{prefix}.idx")

@@ -27,21 +27,14 @@ import torch
 import torch.distributed as dist
 from megatron.core import parallel_state
 
+from megatron_sicog import mcore_compat
+
 _LAYER_RE = re.compile(r"^(language_model\.decoder\.layers\.)(\d+)(\..*)$")
 VOCAB_KEYS = ("language_model.embedding.word_embeddings.weight", "language_model.output_layer.weight")
 
 
 
-def _layer_norm_keys_map() -> dict[str, str]:
-    """local name fragment -> TE name fragment, from megatron-core's local GPT layer spec."""
-    from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
-
-    keys_map = getattr(get_gpt_layer_local_spec().submodules, "sharded_state_dict_keys_map", None)
-    return dict(keys_map or {"input_layernorm.": "self_attention.linear_qkv.layer_norm_",
-                             "pre_mlp_layernorm.": "mlp.linear_fc1.layer_norm_"})
-
-
-LOCAL_TO_TE = _layer_norm_keys_map()  # {"input_layernorm.": "self_attention.linear_qkv.layer_norm_", ...}
+LOCAL_TO_TE = mcore_compat.layer_norm_keys_map()  # {"input_layernorm.": "self_attention.linear_qkv.layer_norm_", ...}
 
 
 def canonical_key(key: str) -> str:
