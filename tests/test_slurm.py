@@ -164,6 +164,29 @@ def test_train_requires_data_or_mock():
     assert proc.returncode == 1 and "DATA_PATH is not set" in proc.stderr, proc.stderr
 
 
+def test_train_gpu_node_defaults_and_cpu_defaults():
+    """On a GPU node: --bf16, the distributed optimizer, TE layers, loader workers from the task's CPUs
+    and srun --cpus-per-task (srun does not inherit it); without GPUs: fp32, auto layers, no workers."""
+    base = dict(SLURM_JOB_ID="5", SLURM_JOB_NODELIST="localhost", MASTER_ADDR="localhost", MOCK_DATA="1")
+    gpu = _bash("train.sbatch", **base, SLURM_GPUS_ON_NODE="8", GPUS_PER_NODE="8", SLURM_CPUS_PER_TASK="72")
+    assert gpu.returncode == 0, gpu.stderr
+    (cmd,) = [shlex.split(line[len("SICOG_CMD:"):]) for line in gpu.stdout.splitlines()
+              if line.startswith("SICOG_CMD:")]
+    assert _flag(cmd, "--cpus-per-task") == "72"
+    trainer = cmd[cmd.index(REAL_TRAINER) + 1:]
+    assert "--bf16" in trainer and "--use-distributed-optimizer" in trainer
+    assert _flag(trainer, "--transformer-impl") == "transformer_engine" and _flag(trainer, "--num-workers") == "8"
+    cpu = _bash("train.sbatch", **base)
+    assert cpu.returncode == 0, cpu.stderr
+    (cmd,) = [shlex.split(line[len("SICOG_CMD:"):]) for line in cpu.stdout.splitlines()
+              if line.startswith("SICOG_CMD:")]
+    trainer = cmd[cmd.index(REAL_TRAINER) + 1:]
+    assert not {"--bf16", "--fp16", "--use-distributed-optimizer"} & set(trainer) and "--cpus-per-task" not in cmd
+    assert _flag(trainer, "--transformer-impl") == "auto" and _flag(trainer, "--num-workers") == "0"
+    bad = _bash("train.sbatch", **base, PRECISION="fp8")
+    assert bad.returncode == 1 and "PRECISION must be" in bad.stderr
+
+
 def test_missing_tool_is_a_clear_error(tmp_path):
     proc = _bash("merge.sbatch", DRY_RUN="0", SICOG_ROOT=str(tmp_path / "nowhere"))
     assert proc.returncode == 1 and "export SICOG_ROOT" in proc.stderr, proc.stderr
