@@ -12,3 +12,7 @@ tiny demo's generated world) and `loop` (the tiny demo's end-to-end round).
 """
 
 __version__ = "0.1.0"
+
+from megatron_sicog import mcore_import as _mcore_import
+
+_mcore_import.install()  # megatron-core's torch.compile decorators compile on first call, not at import

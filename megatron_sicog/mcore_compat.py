@@ -31,6 +31,9 @@ disappears, so an upgrade shows at once what to revisit.
 * `builder_append_documents` / `builder_abort` — ``IndexedDatasetBuilder``'s
   ``data_file``, ``sequence_lengths``, ``sequence_modes``, ``document_indices``
   (one write per chunk of documents, `data.indexed.SampleWriter`).
+* ``megatron.core.jit.jit_fuser`` (= ``torch.compile`` at import) is made lazy by
+  `megatron_sicog.mcore_import`, which must run before megatron is imported and so
+  lives outside this module (``tests/test_mcore_import.py``).
 """
 from __future__ import annotations
 
