@@ -6,12 +6,9 @@
 Settings: examples/tiny/config.json. Each stage runs one of the project's
 command-line tools; all commands are collected in <output>/commands.sh.
 """
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-
-from megatron_sicog.loop import main  # noqa: E402
+from megatron_sicog.loop import main
 
 if __name__ == "__main__":
     sys.exit(main())
