@@ -283,7 +283,11 @@ class Loop:
             self.py, "tools/curate.py", "--input", str(caps), str(qas), "--output", str(curated),
             "--preference-output", str(pairs), "--report-dir", str(self.out / f"curation{tag}"),
             "--scorer", c.scorer, "--caption-threshold", str(c.caption_threshold),
-            "--reasoning-threshold", str(c.reasoning_threshold), "--seed", str(c.seed), "--overwrite"])
+            "--reasoning-threshold", str(c.reasoning_threshold), "--seed", str(c.seed), "--overwrite",
+            # decontamination: no held-out image may enter the curated data (images only: the tiny
+            # world's questions are templates shared by every split); the report counts the drops
+            "--exclude", str(self.data / "eval.jsonl"), "--image-root", str(self.data),
+            "--exclude-match", "image"])
         return curated, pairs
 
     def evaluate(self, name: str, ckpt: Path) -> dict:

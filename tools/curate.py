@@ -22,6 +22,13 @@ by embedding MBR over the conclusion step (--reasoning-scorer mbr). Lexical scor
 lower than embedding scores for the same agreement: calibrate the caption
 threshold with the report's kept_vs_threshold.png.
 
+Decontamination: --exclude FILE... (LLaVA JSONL, or NAME=FILE in the
+formats of tools/evaluate_benchmarks.py: mmbench=x.tsv with base64 images,
+pope=y.jsonl) drops items whose image is an exact or perceptual copy of an
+excluded image, or whose question matches one after normalisation; done here,
+at the last step before data becomes training data, so it covers candidate
+files from any generator; summary.json's "decontamination" counts the drops.
+
 A thin CLI over `megatron_sicog.curation.curate`.
 """
 from __future__ import annotations
@@ -60,6 +67,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-fraction", type=float, default=None,
                    help="keep the best-scoring fraction of each task instead of an absolute threshold; "
                         "the report states the threshold this implies")
+    g = p.add_argument_group("decontamination")
+    g.add_argument("--exclude", nargs="+", default=[], metavar="[NAME=]FILE",
+                   help="drop items whose image or question is in these files: LLaVA JSONL records, or "
+                        "NAME=FILE benchmarks in tools/evaluate_benchmarks.py formats (mmbench=x.tsv, pope=y.jsonl)")
+    g.add_argument("--image-root", default=None, help="folder the candidates' image paths are relative to")
+    g.add_argument("--exclude-image-root", default=None,
+                   help="folder the excluded records' image paths are relative to (default: each file's folder)")
+    g.add_argument("--exclude-match", nargs="+", choices=("image", "question"), default=["image", "question"],
+                   help="what a match drops (question matches are counted either way)")
+    g.add_argument("--exclude-max-distance", type=int, default=None,
+                   help="perceptual match: dHash and pHash Hamming distances <= this (of 64; default 6)")
+    g.add_argument("--exclude-max-colour", type=float, default=None,
+                   help="perceptual match: 4x4 RGB thumbnails differ by <= this (mean absolute, default 16)")
     p.add_argument("--require-format", action="store_true",
                    help="drop candidates that do not follow the CoD (caption) / CoT (reasoning) steps")
     p.add_argument("--min-candidates", type=int, default=2,
@@ -88,6 +108,25 @@ def check_args(args) -> None:
     for p in args.input:
         if not Path(p).is_file():
             raise UsageError(f"--input {p}: no such file")
+    for spec in args.exclude:
+        name, sep, path = spec.partition("=")
+        path = path if sep else spec
+        if not Path(path).is_file():
+            raise UsageError(f"--exclude {spec}: no such file")
+        if sep:
+            from megatron_sicog.evaluation.benchmarks import BenchmarkError, resolve
+
+            try:
+                resolve(name)
+            except BenchmarkError as e:
+                raise UsageError(f"--exclude {spec}: {e}") from None
+    for flag in ("image_root", "exclude_image_root"):
+        v = getattr(args, flag)
+        if v is not None and not Path(v).is_dir():
+            raise UsageError(f"--{flag.replace('_', '-')} {v} is not a directory")
+    if args.exclude and "image" in args.exclude_match and args.image_root is None:
+        raise UsageError("--exclude matches images: give --image-root (the candidates' image folder), "
+                         "or --exclude-match question")
     from megatron_sicog.curation.pipeline import errors_path_for
 
     check_outputs({"--input": args.input},
@@ -113,7 +152,9 @@ def main(argv=None) -> int:
             chunk_items=args.chunk_items, device=args.device,
             progress=False if args.no_progress else None,
             mbr_include_self=args.mbr_include_self, reasoning_scorer=args.reasoning_scorer,
-            keep_fraction=args.keep_fraction,
+            keep_fraction=args.keep_fraction, exclude=args.exclude, image_root=args.image_root,
+            exclude_image_root=args.exclude_image_root, exclude_match=args.exclude_match,
+            exclude_max_distance=args.exclude_max_distance, exclude_max_colour=args.exclude_max_colour,
         )
     except (FileNotFoundError, ValueError) as e:
         print(f"curate: error: {e}", file=sys.stderr)
@@ -123,6 +164,8 @@ def main(argv=None) -> int:
         "records": s["records"], "kept": s["kept"], "dropped": s["dropped"], "errors": s["errors"],
         "preference_pairs": s["preference_pairs"], "items_per_s": s["items_per_s"],
     }
+    if s.get("decontamination"):
+        line["excluded"] = s["decontamination"]["dropped"]
     for task, t in s["tasks"].items():
         line[f"{task}_scoring_items_per_s"] = t["scoring_items_per_s"]
     print(json.dumps(line))

@@ -370,6 +370,12 @@ def curate(
     mbr_include_self: bool = False,
     reasoning_scorer: str = "vote",
     keep_fraction: Optional[float] = None,
+    exclude: Sequence[str] = (),
+    image_root: Optional[PathLike] = None,
+    exclude_image_root: Optional[PathLike] = None,
+    exclude_match: Sequence[str] = ("image", "question"),
+    exclude_max_distance: Optional[int] = None,
+    exclude_max_colour: Optional[float] = None,
 ) -> CurationResult:
     """Curate candidate files into LLaVA records; returns the summary and paths.
 
@@ -391,6 +397,14 @@ def curate(
     `keep_fraction` keeps the best-scoring share of each task (ties at the
     cut are all kept; the absolute threshold it implies is reported; the
     scored items are held in memory until the cut is known).
+
+    Decontamination (`decontaminate`): `exclude` lists LLaVA JSONL files
+    (images relative to `exclude_image_root`, default each file's folder) and
+    ``NAME=FILE`` benchmark files; an item whose image (relative to
+    `image_root`) is an exact or perceptual copy of an excluded image, or
+    whose question matches an excluded one after normalisation, is dropped
+    before scoring (reason ``excluded_<why>``), when `exclude_match` names
+    that kind of match. The summary's ``decontamination`` counts them.
     """
     if reasoning_scorer not in ("vote", "mbr"):
         raise ValueError(f"reasoning_scorer must be 'vote' or 'mbr', got {reasoning_scorer!r}")
@@ -424,6 +438,16 @@ def curate(
         if mbr_include_self != bool(getattr(scorer_obj, "include_self", False)):
             raise ValueError("mbr_include_self differs from the given scorer's include_self")
     curator = Curator(config, scorer_obj)
+    exclusion = None
+    if exclude:
+        from megatron_sicog.curation.decontaminate import (DEFAULT_MAX_COLOUR, DEFAULT_MAX_DISTANCE,
+                                                           ExclusionIndex)
+
+        exclusion = ExclusionIndex.build(
+            list(exclude), exclude_image_root, exclude_match,
+            DEFAULT_MAX_DISTANCE if exclude_max_distance is None else exclude_max_distance,
+            DEFAULT_MAX_COLOUR if exclude_max_colour is None else exclude_max_colour)
+    excluded_examples: list[dict] = []
     stats = CurationStats()
     errors: list[dict] = []
     errors_output = Path(errors_output) if errors_output else errors_path_for(output)
@@ -463,6 +487,13 @@ def curate(
         chunk: list[Item] = []
         last = 0
         for item in _read(paths, stats, errors):
+            if exclusion is not None:
+                why = _contamination(item, exclusion, image_root, errors)
+                if why is not None:
+                    if len(excluded_examples) < 20:
+                        excluded_examples.append({"id": item.id, "reason": why[0], "matches": why[1]})
+                    emit(Outcome(item, dropped=f"excluded_{why[0]}"))
+                    continue
             chunk.append(item)
             if len(chunk) >= chunk_items:
                 flush(chunk)
@@ -512,10 +543,37 @@ def curate(
                            if config.keep_fraction is not None else "absolute"),
         "keep_fraction": config.keep_fraction,
     }
+    if exclusion is not None:
+        meta["decontamination"] = dict(exclusion.summary(), examples=excluded_examples)
+    else:
+        meta["decontamination"] = None
     summary = summary_dict(stats, meta, thresholds)
     report_paths = write_report(report_dir, summary, thresholds) if report_dir is not None else {}
     return CurationResult(summary, str(output), str(errors_output),
                           str(preference_output) if preference_output is not None else None, report_paths)
+
+
+def _contamination(item: Item, exclusion: Any, image_root: Optional[PathLike],
+                   errors: list[dict]) -> Optional[tuple[str, str]]:
+    """(reason, excluded item's location) when `item` copies an excluded image or question."""
+    import numpy as np
+
+    from megatron_sicog.curation.decontaminate import question_of_prompt
+    from megatron_sicog.data.image import load_image
+
+    images = []
+    if "image" in exclusion.match:
+        paths = [item.image] if isinstance(item.image, str) else item.image if isinstance(item.image, list) else []
+        for p in paths:
+            full = Path(p) if image_root is None or Path(p).is_absolute() else Path(image_root) / p
+            try:
+                images.append(np.asarray(load_image(full), dtype=np.uint8))
+            except (OSError, ValueError) as e:
+                errors.append(_err(item.source[0], item.source[1], f"image_unreadable: {full} ({e}); "
+                                   "cannot check it against --exclude", {"id": item.id}))
+                exclusion.counts["unverifiable_image"] += 1
+                return "unverifiable_image", str(full)
+    return exclusion.check(images, question_of_prompt(item.prompt))
 
 
 def mbr_convention(scorer: Any) -> str:

@@ -114,6 +114,7 @@ def load(rows, name: str, circular: bool) -> list[dict]:
             "id": idx, "where": where, "answer": answer, "options": options, "group": group,
             "question": build_question(r["question"], options, first(r, ("hint",))),
             "open_question": build_question(r["question"], {}, first(r, ("hint",))),
+            "raw_question": str(r["question"]).strip(),
             "category": first(r, ("category",)), "l2_category": first(r, ("l2-category", "l2_category")),
             "split": first(r, ("split",)),
         })
