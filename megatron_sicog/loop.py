@@ -9,7 +9,8 @@ interrupted loop resumes at the first unfinished stage.
     preprocess  tools/preprocess_data.py       align (plain), seed (qwen2) -> mmap .bin/.idx
     base        pretrain_sicog.py --stage pretrain   alignment pre-training on align captions
     stage1      pretrain_sicog.py --stage sft        post-training enhancement on the seed (CoD + CoT)
-    [stage1_dpo pretrain_sicog.py --stage dpo        the DPO variant, with --dpo]
+    [stage1_dpo pretrain_sicog.py --stage dpo        the DPO variant, with --dpo: the pairs through
+                preprocess_data.py --preference first]
     generate    tools/generate_candidates.py   N CoD / CoT candidates on unlabelled images / questions
     curate      tools/curate.py                self-consistency voting -> pseudo-labels + report
     preprocess  tools/preprocess_data.py       curated -> mmap
@@ -224,7 +225,7 @@ class Loop:
         self.run(f"train_{name}", [str(x) for x in cmd], nproc=c.nproc)
         return save
 
-    def preprocess(self, name: str, inputs: list[Path], template: str) -> str:
+    def preprocess(self, name: str, inputs: list[Path], template: str, *flags: str) -> str:
         c = self.cfg
         prefix = self.out / "idx" / name
         self.run(f"preprocess_{name}", [
@@ -232,7 +233,7 @@ class Loop:
             "--tokenizer-type", "SentencePieceTokenizer", "--tokenizer-model", str(self.tok),
             "--chat-template", template, "--output-prefix", str(prefix), "--seq-length", str(c.seq_length),
             "--image-seq-length", str(self._num_patches()), "--overlong", "drop", "--workers", "0",
-            "--no-progress", "--overwrite"])  # a stage without its marker is redone whole
+            "--no-progress", "--overwrite", *flags])  # a stage without its marker is redone whole
         return str(prefix)
 
     def generate(self, name: str, ckpt: Path, inputs: Path, mode: str, n: int, temperature: float,
@@ -355,7 +356,8 @@ class Loop:
         curated, pairs = self.stage2(stage1)
         generator = stage1
         if self.dpo:  # the DPO variant: preference pairs from the stage-1 model's own votes, then sample again
-            generator = self.train("stage1_dpo", "dpo", c.dpo, [str(pairs)], stage1)
+            pairs_idx = self.preprocess("pairs", [pairs], c.chat_template, "--preference")
+            generator = self.train("stage1_dpo", "dpo", c.dpo, [pairs_idx], stage1)
             curated, _ = self.stage2(generator, tag="_dpo")
         cur_idx = self.preprocess("curated", [curated], c.chat_template)
 

@@ -471,17 +471,18 @@ def test_merge_rerun_refuses_existing_output_and_never_merges_itself(corpus, tmp
 
 
 def test_dpo_pairs_keep_images_inside_the_root(corpus, tmp_path):
-    from megatron_sicog.data.tokenizer import build_tokenizer
-    from megatron_sicog.training.preference_data import PreferenceDataset
+    from megatron_sicog.data.preference import PreferencePairs
 
     rec = json.loads(corpus["records"].read_text().splitlines()[0])
-    pair = dict(rec, chosen="a red square", rejected="a blue circle")
+    pair = dict(rec, conversations=rec["conversations"][:1], chosen="a red square", rejected="a blue circle")
     inp = tmp_path / "pairs.jsonl"
     inp.write_text("".join(json.dumps(r) + "\n" for r in
                            [pair, dict(pair, id="escape", image="../" * 8 + "etc/passwd")]))
-    ds = PreferenceDataset([str(inp)], build_tokenizer("SentencePieceTokenizer", corpus["sp"]), "qwen2",
-                           str(corpus["image_root"]))
-    assert len(ds) == 1 and len(ds.errors) == 1 and "leads outside --image-root" in ds.errors[0]
+    rc, _, err, _ = tool("preprocess_data", *pre_args(corpus, inp, tmp_path / "pairs", "--preference"))
+    assert rc == 0, err
+    errors = [json.loads(line) for line in open(tmp_path / "pairs.errors.jsonl")]
+    assert [e["id"] for e in errors] == ["escape"] and "leads outside --image-root" in errors[0]["reason"]
+    assert len(PreferencePairs([str(tmp_path / "pairs")])) == 1
 
 
 def test_convert_load_that_is_empty_or_truncated(setup, tmp_path):  # noqa: F811

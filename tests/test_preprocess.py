@@ -281,3 +281,63 @@ def test_shards_merge_equal_single_run(sp_model, corpus, tmp_path, capsys):
     assert merge_tool.main(["--input", prefixes[0], str(tmp_path / "missing"), "--output-prefix",
                             str(tmp_path / "m2"), "--no-progress"]) == 2
     assert "dataset file missing" in capsys.readouterr().err
+
+
+def _pair_records(corpus, tmp_path):
+    """Preference pairs made from the corpus: prompt = the human turns before the last reply."""
+    recs = _records(corpus[0])[:6]
+    pairs = [dict(r, conversations=r["conversations"][:-1], chosen=r["conversations"][-1]["value"],
+                  rejected=f"not {r['conversations'][-1]['value']}") for r in recs]
+    pairs[2] = dict(pairs[2], rejected=None)  # bad: skipped whole, the chosen side too
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    return path, pairs
+
+
+def test_preference_pairs_go_through_mmap_as_document_pairs(sp_model, corpus, tmp_path):
+    """--preference: two documents per pair (chosen, rejected) sharing the prompt and the image; a bad pair
+    is skipped whole; PreferencePairs reads them back lazily and equals encoding each side directly."""
+    from megatron_sicog.data.chat_template import encode_conversation
+    from megatron_sicog.data.indexed import SampleReader
+    from megatron_sicog.data.preference import PreferencePairs
+
+    path, pairs = _pair_records(corpus, tmp_path)
+    prefix = tmp_path / "pairs"
+    assert _run(sp_model, [path], prefix, "--preference", "--chat-template", "qwen2", image_root=corpus[1]) == 0
+    assert len(SampleReader(prefix)) == 10
+    errors = _records(f"{prefix}.errors.jsonl")
+    assert [(e["line"], e["id"]) for e in errors] == [(3, pairs[2]["id"])] and "'rejected'" in errors[0]["reason"]
+    ds = PreferencePairs([str(prefix)])
+    tok = build_tokenizer("SentencePieceTokenizer", str(sp_model))
+    kept = [p for p in pairs if p["rejected"] is not None]
+    assert len(ds) == len(kept) == 5
+    for i, p in enumerate(kept):
+        got = ds[i]
+        for side in ("chosen", "rejected"):
+            conv = p["conversations"] + [{"from": "gpt", "value": p[side]}]
+            ids, mask = encode_conversation(tok, conv, "qwen2")
+            np.testing.assert_array_equal(got[side]["tokens"], ids)
+            np.testing.assert_array_equal(got[side]["loss_mask"], mask)
+        assert len(got["chosen"]["images"]) == len(got["rejected"]["images"]) == (1 if p.get("image") else 0)
+        if p.get("image"):
+            np.testing.assert_array_equal(got["chosen"]["images"][0], got["rejected"]["images"][0])
+            src = np.asarray(Image.open(corpus[1] / p["image"]).convert("RGB"))
+            assert got["chosen"]["images"][0].shape == src.shape
+
+
+def test_preference_pairs_refuse_a_dataset_that_is_not_pairs(sp_model, corpus, tmp_path):
+    from megatron_sicog.data.preference import PreferencePairs
+
+    prefix = tmp_path / "lm"
+    recs = _records(corpus[0])[:3]
+    path = tmp_path / "three.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    assert _run(sp_model, [path], prefix, image_root=corpus[1]) == 0
+    with pytest.raises(ValueError, match="3 documents, not chosen/rejected pairs"):
+        PreferencePairs([str(prefix)])
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs[:2]))
+    assert _run(sp_model, [path], prefix, "--overwrite", image_root=corpus[1]) == 0
+    with pytest.raises(ValueError, match="documents 0 and 1 have different prompts"):
+        PreferencePairs([str(prefix)])[0]
+    with pytest.raises(ValueError, match="not a weighted blend"):
+        PreferencePairs(["1.0", str(prefix)])

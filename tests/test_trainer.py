@@ -87,7 +87,6 @@ def test_dpo_margin_rises_and_loss_falls(tmp_path):
      "global batch size 3 is not divisible by micro-batch-size 2 x data-parallel size 1"),
     (["--tensor-model-parallel-size", "2", "--global-batch-size", "6"], 4,
      "global batch size 6 is not divisible by micro-batch-size 2 x data-parallel size 2"),
-    (["--stage", "dpo", "--pipeline-model-parallel-size", "2"], 2, "--stage dpo needs --pipeline-model-parallel-size 1"),
     pytest.param(["--bf16"], 1, "--bf16/--fp16 need a GPU",
                  marks=pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="GPU present")),
 ])

@@ -29,6 +29,12 @@ yields no sample is an error, not an empty dataset. Image paths must stay
 inside ``--image-root`` (``..`` and symlinks resolved) unless
 ``--allow-outside-image-root``.
 
+Preference pairs for DPO (``tools/curate.py --preference-output``): with
+``--preference`` every record must be ``{"conversations": [prompt turns], "chosen",
+"rejected", "image"?}``; each becomes two documents, prompt + chosen then
+prompt + rejected, written or skipped together (``--stage dpo --data-path
+<prefix>`` reads them back as pairs).
+
 Sharding for SLURM arrays: ``--shard-index $SLURM_ARRAY_TASK_ID --num-shards N``
 converts a contiguous slice of the input; ``tools/merge_datasets.py`` joins the
 shards in order.
@@ -79,6 +85,8 @@ def get_args(argv=None) -> argparse.Namespace:
     g.add_argument("--image-seq-length", type=int, default=1,
                    help="tokens one image occupies after the trainer expands it (for --seq-length)")
     g.add_argument("--overlong", choices=["truncate", "drop"], default="truncate")
+    g.add_argument("--preference", action="store_true",
+                   help="records are DPO preference pairs (chosen / rejected): two documents each")
     g.add_argument("--image-size", type=int, default=None,
                    help="store SxS raw pixels instead of the source bytes (default: source bytes)")
     g = ap.add_argument_group("output data")
@@ -151,7 +159,7 @@ def run(args: argparse.Namespace) -> dict:
         chat_template=args.chat_template, system=args.system, image_root=args.image_root,
         allow_outside_image_root=args.allow_outside_image_root,
         image_size=args.image_size, seq_length=args.seq_length, overlong=args.overlong,
-        image_seq_length=args.image_seq_length))
+        image_seq_length=args.image_seq_length, preference=args.preference))
     tasks = (t for p in args.input
              for t in input_chunks(p, args.chunk_size, args.shard_index, args.num_shards))
     total_bytes = shard_input_bytes(args.input, args.shard_index, args.num_shards)

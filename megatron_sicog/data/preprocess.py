@@ -7,7 +7,14 @@ Input records (JSONL or a JSON list, see `megatron_sicog.io.iter_records`):
   ``image_root``; the number of images must equal the number of ``<image>``
   placeholders in human turns) -> chat template, loss on assistant replies;
 * plain documents ``{"text": ...}`` (pre-training text) -> tokens + eod, loss on
-  all of them.
+  all of them;
+* with ``preference=True`` only preference pairs ``{"id", "image"?, "conversations":
+  [turns up to the last human turn, ...], "chosen": str, "rejected": str}`` (from
+  ``tools/curate.py --preference-output``) -> TWO documents, the prompt with the
+  chosen reply then the prompt with the rejected reply (loss on the reply; the
+  image stored in both), written or skipped together: document 2i is pair i's
+  chosen side, 2i+1 its rejected side (`data.preference.PreferencePairs` reads
+  them back for DPO).
 
 Work is split in chunks of raw lines; each worker process parses, loads and
 checks images, tokenises the whole chunk with ONE batched tokenizer call and
@@ -54,6 +61,7 @@ class ConvertConfig:
     seq_length: Optional[int] = None
     overlong: str = "truncate"         # or "drop"
     image_seq_length: int = 1          # tokens one image occupies after the trainer expands it
+    preference: bool = False           # records are chosen/rejected pairs: two documents each
     vocab_size: int = 0                # filled by `prepare`
     dtype: type = field(default=np.int32)
 
@@ -137,7 +145,32 @@ def _load_image_bytes(cfg: ConvertConfig, rel: str) -> bytes:
     return encode_image_bytes(resize_image(arr, cfg.image_size), "PPM")
 
 
-def _plan(cfg: ConvertConfig, rec: dict):
+def _preference_turns(rec: dict) -> list[list[dict]]:
+    """The chosen and the rejected conversation of a preference pair: prompt turns + the reply."""
+    if not isinstance(rec.get("chosen"), str) or not isinstance(rec.get("rejected"), str):
+        raise RecordSkip("a preference record needs string 'chosen' and 'rejected'")
+    turns = rec.get("conversations")
+    if not isinstance(turns, list) or not turns:
+        raise RecordSkip("a preference record needs a non-empty 'conversations' list (the prompt)")
+    last_human = max((i for i, t in enumerate(turns) if isinstance(t, dict) and t.get("from") != "gpt"),
+                     default=None)
+    if last_human is None:
+        raise RecordSkip("a preference record's 'conversations' has no human turn")
+    prompt = turns[:last_human + 1]
+    return [prompt + [{"from": "gpt", "value": rec[side]}] for side in ("chosen", "rejected")]
+
+
+def _plans(cfg: ConvertConfig, rec: dict) -> list:
+    """The documents of a record: [(plan, image bytes)] (two for a preference pair), or RecordSkip."""
+    if cfg.preference:
+        sides = _preference_turns(rec)
+        chosen, images = _plan(cfg, {**rec, "conversations": sides[0]})  # images loaded and checked once
+        rejected, _ = _plan(cfg, {**rec, "conversations": sides[1]}, load=False)
+        return [(chosen, images), (rejected, images)]
+    return [_plan(cfg, rec)]
+
+
+def _plan(cfg: ConvertConfig, rec: dict, load: bool = True):
     """(plan, image bytes) of a record, or RecordSkip."""
     try:
         if "conversations" in rec:
@@ -153,7 +186,7 @@ def _plan(cfg: ConvertConfig, rec: dict):
     n_placeholders = sum(1 for kind, _, _ in plan if kind == _IMAGE)
     if n_placeholders != len(paths):
         raise RecordSkip(f"record has {len(paths)} image(s) but {n_placeholders} <image> placeholder(s)")
-    return plan, [_load_image_bytes(cfg, p) for p in paths]
+    return plan, [_load_image_bytes(cfg, p) for p in paths] if load else []
 
 
 _LIMITS: dict = {}
@@ -184,6 +217,25 @@ def _fit(cfg: ConvertConfig, ids: list, spans: list, images: list, image_id: Opt
     return ids, spans, images[:n_img], True
 
 
+def _append_doc(ints: list, arrays: list, lengths: list, modes: list, per_doc: list, ids, spans, images, dtype):
+    """Add one document's items; returns (the open int run, its token count)."""
+    ints += ids
+    for s, e in spans:
+        ints += (s, e)
+    lengths += (len(ids), 2 * len(spans))
+    modes += (MODE_TEXT, MODE_TEXT)
+    if images:
+        arrays.append(np.array(ints, dtype=dtype))
+        ints = []
+        for b in images:
+            packed = pack_bytes(b, dtype)
+            arrays.append(packed)
+            lengths.append(packed.size)
+            modes.append(MODE_IMAGE)
+    per_doc.append(2 + len(images))
+    return ints, len(ids)
+
+
 def convert_chunk(task: tuple) -> ChunkResult:
     """Convert one chunk ``(path, [(line, raw bytes | record | RecordError)], nbytes)``."""
     path, items, nbytes = task
@@ -205,45 +257,38 @@ def convert_chunk(task: tuple) -> ChunkResult:
             errors.append(error_record(path, line, None, f"record is {type(rec).__name__}, not an object"))
             continue
         try:
-            plan, images = _plan(cfg, rec)
+            docs = _plans(cfg, rec)
         except RecordSkip as e:
             errors.append(error_record(path, line, rec.get("id"), str(e)))
             continue
-        plans.append(plan)
-        meta.append((line, rec.get("id"), images))
+        plans += [plan for plan, _ in docs]
+        meta.append((line, rec.get("id"), [images for _, images in docs]))
 
-    encoded = encode_plans_spans(tok, plans) if plans else []
+    encoded = iter(encode_plans_spans(tok, plans) if plans else [])
     image_id = None
     # token and span numbers go into one Python list, turned into an array once
     # per run of text items (only images break the run): few numpy calls per chunk
     arrays, ints, lengths, modes, per_doc = [], [], [], [], []
     tokens = n_images = truncated = 0
     dtype = cfg.dtype
-    for (ids, spans), (line, rid, images) in zip(encoded, meta):
-        if images and image_id is None:
-            image_id = tok.image_token_id
-        try:
-            ids, spans, images, cut = _fit(cfg, ids, spans, images, image_id)
-        except RecordSkip as e:
-            errors.append(error_record(path, line, rid, str(e)))
+    for line, rid, doc_images in meta:
+        docs, reason = [], None
+        for images in doc_images:  # every document of the record, or none of them
+            ids, spans = next(encoded)
+            if images and image_id is None:
+                image_id = tok.image_token_id
+            try:
+                docs.append(_fit(cfg, ids, spans, images, image_id))
+            except RecordSkip as e:
+                reason = reason or str(e)
+        if reason is not None:
+            errors.append(error_record(path, line, rid, reason))
             continue
-        truncated += cut
-        ints += ids
-        for s, e in spans:
-            ints += (s, e)
-        lengths += (len(ids), 2 * len(spans))
-        modes += (MODE_TEXT, MODE_TEXT)
-        if images:
-            arrays.append(np.array(ints, dtype=dtype))
-            ints = []
-            for b in images:
-                packed = pack_bytes(b, dtype)
-                arrays.append(packed)
-                lengths.append(packed.size)
-                modes.append(MODE_IMAGE)
-        per_doc.append(2 + len(images))
-        tokens += len(ids)
-        n_images += len(images)
+        for ids, spans, images, cut in docs:
+            truncated += cut
+            ints, n_tok = _append_doc(ints, arrays, lengths, modes, per_doc, ids, spans, images, dtype)
+            tokens += n_tok
+            n_images += len(images)
     if ints:
         arrays.append(np.array(ints, dtype=dtype))
     errors.sort(key=lambda e: e["line"])

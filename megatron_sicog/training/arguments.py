@@ -73,13 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_allow_pickle_flag(g)
     g = p.add_argument_group("data")
     g.add_argument("--data-path", nargs="*", default=None,
-                   help="weighted blend of indexed datasets: '0.7 prefix_a 0.3 prefix_b' (dpo: preference JSONL)")
+                   help="weighted blend of indexed datasets: '0.7 prefix_a 0.3 prefix_b' (dpo: prefixes of "
+                        "tools/preprocess_data.py --preference output)")
     g.add_argument("--split", default="98,2")
     g.add_argument("--mock-data", action="store_true", help="seeded synthetic multimodal batches")
     g.add_argument("--tokenizer-type", default=None, choices=["SentencePieceTokenizer", "HuggingFaceTokenizer"])
     g.add_argument("--tokenizer-model", default=None)
     g.add_argument("--chat-template", default="qwen2")
-    g.add_argument("--image-root", default=None, help="dpo: root for relative image paths")
+    g.add_argument("--image-root", default=None,
+                   help="ignored: every stage reads images from its indexed dataset (kept for old launch lines)")
     g.add_argument("--vocab-size", type=int, default=None, help="mock data without a tokenizer")
     g.add_argument("--pack-sequences", action="store_true")
     g.add_argument("--num-workers", type=int, default=0)
@@ -114,9 +116,6 @@ def validate_args(args: argparse.Namespace, world_size: int) -> int:
         errors.append(f"global batch size {args.global_batch_size} is not divisible by micro-batch-size "
                       f"{args.micro_batch_size} x data-parallel size {dp} "
                       f"({args.global_batch_size} % ({args.micro_batch_size} * {dp}) != 0)")
-    if args.stage == "dpo" and pp > 1:
-        errors.append("--stage dpo needs --pipeline-model-parallel-size 1 (the frozen reference model "
-                      "runs beside the policy on the same stage)")
     from megatron_sicog import runtime
 
     if args.use_distributed_optimizer and not runtime.cuda_available():
@@ -170,16 +169,8 @@ def _blend_errors(data_path: list[str]) -> list[str]:
 
 
 def _data_files(args) -> list[str]:
-    """Files that --data-path names: prefix.bin/.idx for indexed data, the file itself for JSONL."""
-    out = []
-    for tok in args.data_path:
-        if _weight(tok) is not None:
-            continue  # a blend weight
-        if tok.endswith((".jsonl", ".json")):
-            out.append(tok)
-        else:
-            out += [tok + ".bin", tok + ".idx"]
-    return out
+    """Files that --data-path names: prefix.bin/.idx of each indexed dataset."""
+    return [tok + ext for tok in args.data_path if _weight(tok) is None for ext in (".bin", ".idx")]
 
 
 def packing_problem(pack_sequences: bool, transformer_impl: str) -> Optional[str]:

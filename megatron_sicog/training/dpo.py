@@ -1,21 +1,19 @@
-"""Direct preference optimisation (stage 1 variant): loss, forward step, pair collation.
+"""Direct preference optimisation (stage 1 variant): the loss and the frozen reference model.
 
 A micro-batch holds b chosen sequences followed by their b rejected twins
 (same prompt and image). Sequence log-probs are sums over response tokens of
 ``-per_token_loss`` from megatron's vocab-parallel cross entropy, so they are
 exact at any TP size. The reference policy is a frozen copy of the initial
-model run beside the policy (``--pipeline-model-parallel-size 1``).
+model, partitioned like the policy; `training.objectives.DPOObjective` runs it
+through the same pipeline schedule.
 
     loss = -log sigmoid(beta * ((pi_c - pi_r) - (ref_c - ref_r)))
 """
 from __future__ import annotations
 
-from functools import partial
-
 import torch
 import torch.nn.functional as F
 
-from megatron_sicog import runtime
 
 
 def sequence_logps(per_token_loss: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
@@ -64,22 +62,3 @@ def build_reference_model(inner, model_args, args):
     for p in ref.parameters():
         p.requires_grad_(False)
     return ref
-
-
-def make_dpo_forward_step(ref_model, beta: float):
-    def forward_step(data_iterator, model):
-        batch = next(data_iterator).to(runtime.device())
-        out = model(batch.input_ids, batch.position_ids, batch.attention_mask,
-                    images=batch.images, labels=batch.labels)
-        with torch.no_grad():
-            ref = ref_model(batch.input_ids, batch.position_ids, batch.attention_mask,
-                            images=batch.images, labels=batch.labels)
-        ref_logps = sequence_logps(ref, batch.loss_mask)
-        return out, partial(dpo_loss, batch.loss_mask, ref_logps, beta)
-
-    return forward_step
-
-
-def collate_pairs(pairs, collate_fn):
-    """[{"chosen": sample, "rejected": sample}] -> one Batch: chosen rows, then rejected rows."""
-    return collate_fn([p["chosen"] for p in pairs] + [p["rejected"] for p in pairs])

@@ -1,5 +1,7 @@
 """Training metrics: console line per --log-interval, JSON per iteration, TensorBoard, loss-curve PNG.
 
+The objective's loss keys name what is printed: the first (the loss) and the
+second, when there is one, on the console line and the first on the curve.
 Only the rank that owns the loss (the last pipeline stage's first TP / DP rank)
 writes. The JSON log is appended and flushed each iteration; on resume it is
 truncated to the resumed iteration so the file holds one line per iteration.
@@ -18,8 +20,9 @@ log = logging.getLogger("sicog.train")
 
 class MetricsLogger:
     def __init__(self, enabled: bool, log_json: Optional[str], tensorboard_dir: Optional[str],
-                 log_interval: int, loss_curve: Optional[str], start_iteration: int):
-        self.enabled, self.log_interval = enabled, log_interval
+                 log_interval: int, loss_curve: Optional[str], start_iteration: int,
+                 loss_keys: tuple = ("lm_loss",)):
+        self.enabled, self.log_interval, self.loss_keys = enabled, log_interval, tuple(loss_keys)
         self.history: list[dict] = []
         self._json = None
         self._tb = None
@@ -62,8 +65,8 @@ class MetricsLogger:
                     self._tb.add_scalar(k, v, rec["iteration"])
         it = rec["iteration"]
         if it % self.log_interval == 0 or it == 1:
-            loss_key = "dpo_loss" if "dpo_loss" in rec else "lm_loss"
-            extra = f" margin {rec['margin']:.3f} |" if "margin" in rec else ""
+            loss_key = self.loss_keys[0]
+            extra = "".join(f" {k} {rec[k]:.3f} |" for k in self.loss_keys[1:2])
             log.info(f" iteration {it:>6} | {loss_key} {rec[loss_key]:.5f} |{extra} lr {rec['lr']:.3e} | "
                      f"grad norm {rec['grad_norm']:.3f} | tokens/s {rec['tokens_per_sec']:.0f} | "
                      f"{rec['elapsed_ms']:.0f} ms/iter")
@@ -88,16 +91,15 @@ class MetricsLogger:
         if self._tb:
             self._tb.close()
         if self.loss_curve and self.history:
-            save_loss_curve(self.history, self.loss_curve)
+            save_loss_curve(self.history, self.loss_curve, self.loss_keys[0])
 
 
-def save_loss_curve(history: list[dict], path: str) -> None:
+def save_loss_curve(history: list[dict], path: str, key: str = "lm_loss") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    key = "dpo_loss" if "dpo_loss" in history[-1] else "lm_loss"
     its = [r["iteration"] for r in history if key in r]
     vals = [r[key] for r in history if key in r]
     fig, ax = plt.subplots(figsize=(6, 3.5))

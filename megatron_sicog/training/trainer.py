@@ -1,8 +1,10 @@
 """The trainer every SICOG stage runs: pretrain (alignment / re-pretraining), SFT, DPO.
 
 The constructor reads as the recipe: distributed init, config checks,
-tokenizer, model (+ frozen reference for DPO), megatron DDP, optimizer, LR
-schedule, data, checkpoint restore, signal handlers. `train()` is the loop:
+tokenizer, model, the objective's extra models (DPO: a frozen reference),
+megatron DDP, optimizer, LR schedule, data, checkpoint restore, signal
+handlers. What a stage optimises — dataset, collation, forward step, loss
+keys, rows per sample — is its `training.objectives` object. `train()` is the loop:
 megatron-core's forward-backward schedule (1F1B with PP > 1), optimizer step,
 scheduler step, metrics, periodic eval and checkpoints.
 
@@ -36,17 +38,12 @@ from megatron_sicog.model.presets import ModelArgs, flag_conflicts, model_args_f
 from megatron_sicog.training import checkpointing as ckpt
 from megatron_sicog.training.arguments import packing_problem, parse_args, validate_args
 from megatron_sicog.data.sampler import ResumableDataLoader
-from megatron_sicog.training.data_iterators import EpochShuffledView
-from megatron_sicog.training.dpo import build_reference_model, collate_pairs, make_dpo_forward_step
-from megatron_sicog.training.lm_step import forward_step as lm_forward_step
 from megatron_sicog.training.metrics import MetricsLogger
+from megatron_sicog.training.objectives import build_objective
 from megatron_sicog.training.optim import (build_optimizer, build_scheduler, params_dtype, schedule_changes,
                                            wrap_model)
 
 log = logging.getLogger("sicog.train")
-DPO_KEYS = ("dpo_loss", "margin", "reward_accuracy", "chosen_logp", "rejected_logp",
-            "chosen_reward", "rejected_reward", "reward_margin")
-LM_KEYS = ("lm_loss",)
 
 
 def unwrap(model) -> SicogModel:
@@ -59,7 +56,7 @@ class Trainer:
     args: object
     model_args: ModelArgs
     model: list  # megatron DDP-wrapped chunks (one per rank: no virtual pipeline)
-    ref_model: Optional[torch.nn.Module]  # SicogModel, in Float16Module with --bf16/--fp16
+    objective: object  # training.objectives.LMObjective | DPOObjective
     iteration: int
     train_data: ResumableDataLoader
 
@@ -78,7 +75,8 @@ class Trainer:
         if problem:
             raise UsageError(problem)
         self.iteration, resume_state = self._load_weights(inner)
-        self.ref_model = self._build_reference(inner) if args.stage == "dpo" else None
+        self.objective = build_objective(args)
+        self.objective.setup(inner, self.model_args, args)
         inner.freeze(vision=args.freeze_vision, projector=args.freeze_projector,
                      language=args.freeze_language_model)
         self.model = [wrap_model(inner, args)]
@@ -88,7 +86,8 @@ class Trainer:
         self._restore_training_state(resume_state)
         self._configure_schedule()
         self.metrics = MetricsLogger(self._is_logging_rank(), args.log_json, args.tensorboard_dir,
-                                     args.log_interval, args.loss_curve, self.iteration)
+                                     args.log_interval, args.loss_curve, self.iteration,
+                                     loss_keys=self.objective.loss_keys)
         self._signal = None
         for sig in (signal.SIGTERM, signal.SIGUSR1):
             signal.signal(sig, self._on_signal)
@@ -166,9 +165,6 @@ class Trainer:
             log.info(f"initial weights from {a.pretrained_checkpoint}")
         return 0, None
 
-    def _build_reference(self, inner: SicogModel):
-        return build_reference_model(inner, self.model_args, self.args)
-
     def _collate_fn(self):
         from megatron_sicog.data.image import preprocess_images
 
@@ -179,36 +175,11 @@ class Trainer:
                        image_transform=partial(preprocess_images, image_size=m.vision.image_size))
 
     def _build_data(self):
-        a, m = self.args, self.model_args
+        a = self.args
         n_train = a.train_iters * a.global_batch_size
         n_valid = max(1, a.eval_iters) * a.global_batch_size
-        if a.mock_data:
-            from megatron_sicog.training.mock_data import MockMultimodalDataset, MockPreferenceDataset
-
-            mk = partial(MockMultimodalDataset, seq_length=a.seq_length, vocab_size=m.language.vocab_size,
-                         image_token_id=m.image_token_id, image_size=m.vision.image_size,
-                         num_image_tokens=m.vision.num_patches)
-            train, valid = mk(max(n_train, 64), seed=a.seed), mk(max(n_valid, 16), seed=a.seed + 1)
-            if a.stage == "dpo":
-                train, valid = MockPreferenceDataset(train), MockPreferenceDataset(valid)
-            train = EpochShuffledView(train, n_train, a.seed)
-        elif a.stage == "dpo":
-            from megatron_sicog.training.preference_data import PreferenceDataset
-
-            train = EpochShuffledView(PreferenceDataset(a.data_path, self.tokenizer, a.chat_template, a.image_root),
-                                      n_train, a.seed)
-            valid = None
-        else:
-            from megatron_sicog.data.dataset import build_train_valid_datasets
-
-            train, valid = build_train_valid_datasets(
-                a.data_path, seq_length=a.seq_length, seed=a.seed, num_train_samples=n_train,
-                num_valid_samples=n_valid if a.eval_iters else 0, split=a.split, pack=a.pack_sequences,
-                image_seq_length=m.vision.num_patches, image_token_id=m.image_token_id)
-        collate_fn = self._collate_fn()
-        if a.stage == "dpo":
-            collate_fn = partial(collate_pairs, collate_fn=collate_fn)
-        self._batch_fn = collate_fn
+        train, valid = self.objective.datasets(a, self.model_args, self.tokenizer, n_train, n_valid)
+        self._batch_fn = self.objective.collate(self._collate_fn())
         return self._loader(train), valid
 
     def _loader(self, dataset) -> ResumableDataLoader:
@@ -244,12 +215,7 @@ class Trainer:
         config.grad_scale_func = self.optimizer.scale_loss
         config.no_sync_func = self.model[0].no_sync
         self.forward_backward = get_forward_backward_func()
-        if self.args.stage == "dpo":
-            self.forward_step = make_dpo_forward_step(self.ref_model, self.args.dpo_beta)
-            self.loss_keys = DPO_KEYS
-        else:
-            self.forward_step = lm_forward_step
-            self.loss_keys = LM_KEYS
+        self.loss_keys = self.objective.loss_keys
 
     def _is_logging_rank(self) -> bool:
         return (parallel_state.is_pipeline_last_stage() and parallel_state.get_tensor_model_parallel_rank() == 0
@@ -278,13 +244,17 @@ class Trainer:
             dist.all_reduce(vals, group=parallel_state.get_pipeline_model_parallel_group())
         return {k: float(v) for k, v in zip(self.loss_keys, vals)}
 
+    def _schedule(self, forward_step, data_iterator, model, num_microbatches: int, forward_only: bool):
+        """One pass of megatron-core's schedule; model None: the policy chunks."""
+        return self.forward_backward(
+            forward_step_func=forward_step, data_iterator=data_iterator, model=model or self.model,
+            num_microbatches=num_microbatches, seq_length=self.args.seq_length,
+            micro_batch_size=self.args.micro_batch_size * self.objective.rows_per_sample,
+            forward_only=forward_only)
+
     def _run_schedule(self, data_iterator, num_microbatches: int, forward_only: bool) -> list[dict]:
-        a = self.args
-        with runtime.autocast_bf16(a.bf16_autocast):
-            return self.forward_backward(
-                forward_step_func=self.forward_step, data_iterator=data_iterator, model=self.model,
-                num_microbatches=num_microbatches, seq_length=a.seq_length,
-                micro_batch_size=a.micro_batch_size * (2 if a.stage == "dpo" else 1), forward_only=forward_only)
+        with runtime.autocast_bf16(self.args.bf16_autocast):
+            return self.objective.run(self._schedule, data_iterator, num_microbatches, forward_only)
 
     def train_step(self) -> dict:
         for m in self.model:
@@ -342,7 +312,7 @@ class Trainer:
     # -- the loop --------------------------------------------------------------
     def train(self) -> int:
         a = self.args
-        tokens_per_iter = a.global_batch_size * a.seq_length * (2 if a.stage == "dpo" else 1)
+        tokens_per_iter = a.global_batch_size * a.seq_length * self.objective.rows_per_sample
         start_it, t_start = self.iteration, time.perf_counter()
         last_saved = self.iteration
         while self.iteration < a.train_iters:
