@@ -58,3 +58,19 @@ def small_checkpoint(d: Path, tp: int = 1):
     write_from_canonical(full, args, d / "ckpt", tp=tp, pp=1, meta_extra={
         "tokenizer_type": "HuggingFaceTokenizer", "tokenizer_model": str(tok_dir), "chat_template": "qwen2"})
     return d / "ckpt", model, tok
+
+
+def tiny_init_checkpoint(out: Path, seed: int) -> Path:
+    """A seeded tiny model written at TP=1/PP=1 to `out`: one `--pretrained-checkpoint` for runs at any
+    TP/PP (Megatron seeds pipeline stages apart, so runs initialised from scratch differ)."""
+    from megatron_sicog import runtime
+    from megatron_sicog.model import sharding
+    from megatron_sicog.model.llava import build_model
+    from megatron_sicog.model.presets import PRESETS
+    from megatron_sicog.training.checkpointing import write_from_canonical
+
+    args = PRESETS["tiny"]
+    runtime.set_seed(seed)
+    full = sharding.gather_full_state_dict(build_model(args), args.language.vocab_size)
+    write_from_canonical(full, args, out, tp=1, pp=1)
+    return out

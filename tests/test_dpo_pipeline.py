@@ -13,7 +13,7 @@ import sys
 import pytest
 import torch
 
-from tests.helpers import REPO, torchrun, worker_env
+from tests.helpers import REPO, tiny_init_checkpoint, torchrun, worker_env
 
 ARGS = ["--stage", "dpo", "--mock-data", "--micro-batch-size", "2", "--global-batch-size", "4",
         "--seq-length", "64", "--lr", "1e-3", "--lr-warmup-iters", "0", "--train-iters", "2", "--seed", "5",
@@ -23,17 +23,7 @@ WORKER = REPO / "tests" / "dpo_pp_worker.py"
 
 @pytest.fixture(scope="module")
 def init_ckpt(tmp_path_factory, mcore):
-    from megatron_sicog.model import sharding
-    from megatron_sicog.model.llava import build_model
-    from megatron_sicog.model.presets import PRESETS
-    from megatron_sicog.training.checkpointing import write_from_canonical
-
-    args = PRESETS["tiny"]
-    mcore.set_seed(31)
-    full = sharding.gather_full_state_dict(build_model(args), args.language.vocab_size)
-    out = tmp_path_factory.mktemp("init")
-    write_from_canonical(full, args, out, tp=1, pp=1)
-    return out
+    return tiny_init_checkpoint(tmp_path_factory.mktemp("init"), seed=31)
 
 
 def test_dpo_pp2_equals_pp1_loss_and_gradients(tmp_path, init_ckpt):

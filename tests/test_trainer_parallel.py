@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from tests.helpers import REPO, worker_env
+from tests.helpers import REPO, tiny_init_checkpoint, worker_env
 
 ARGS = ["--stage", "sft", "--mock-data", "--micro-batch-size", "2", "--global-batch-size", "4",
         "--seq-length", "64", "--lr", "1e-3", "--train-iters", "6", "--seed", "11", "--log-interval", "1"]
@@ -35,17 +35,7 @@ def _launch(nproc, *args):
 
 @pytest.fixture(scope="module")
 def init_ckpt(tmp_path_factory, mcore):
-    from megatron_sicog.model import sharding
-    from megatron_sicog.model.llava import build_model
-    from megatron_sicog.model.presets import PRESETS
-    from megatron_sicog.training.checkpointing import write_from_canonical
-
-    args = PRESETS["tiny"]
-    mcore.set_seed(21)
-    full = sharding.gather_full_state_dict(build_model(args), args.language.vocab_size)
-    out = tmp_path_factory.mktemp("init")
-    write_from_canonical(full, args, out, tp=1, pp=1)
-    return out
+    return tiny_init_checkpoint(tmp_path_factory.mktemp("init"), seed=21)
 
 
 @pytest.fixture(scope="module")
