@@ -36,7 +36,7 @@ def _mock(args, model_args, n: int, seed: int):
     from megatron_sicog.training.mock_data import MockMultimodalDataset
 
     m = model_args
-    return MockMultimodalDataset(max(n, 64), seq_length=args.seq_length, vocab_size=m.language.vocab_size,
+    return MockMultimodalDataset(n, seq_length=args.seq_length, vocab_size=m.language.vocab_size,
                                  image_token_id=m.image_token_id, image_size=m.vision.image_size,
                                  num_image_tokens=m.vision.num_patches, seed=seed)
 
@@ -50,7 +50,7 @@ class LMObjective:
 
     def datasets(self, args, model_args, tokenizer, num_train: int, num_valid: int):
         if args.mock_data:
-            train = EpochShuffledView(_mock(args, model_args, num_train, args.seed), num_train, args.seed)
+            train = EpochShuffledView(_mock(args, model_args, max(num_train, 64), args.seed), num_train, args.seed)
             return train, _mock(args, model_args, max(num_valid, 16), args.seed + 1)
         from megatron_sicog.data.dataset import build_train_valid_datasets
 
@@ -96,7 +96,7 @@ class DPOObjective:
         if args.mock_data:
             from megatron_sicog.training.mock_data import MockPreferenceDataset
 
-            train = MockPreferenceDataset(_mock(args, model_args, num_train, args.seed))
+            train = MockPreferenceDataset(_mock(args, model_args, max(num_train, 64), args.seed))
             valid = MockPreferenceDataset(_mock(args, model_args, max(num_valid, 16), args.seed + 1))
             return EpochShuffledView(train, num_train, args.seed), valid
         from megatron_sicog.data.preference import PreferencePairs
