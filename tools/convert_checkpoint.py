@@ -51,6 +51,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     b.add_argument("--max-shard-size", default="5GB", help="e.g. 5GB, 500MB, 2GiB (default 5GB)")
     b.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=None, help="default: as stored")
     b.add_argument("--tokenizer-path", default=None, help="default: the checkpoint's tokenizer/ directory")
+    b.add_argument("--chat-template", default=None,
+                   help="chat template written with a SentencePiece tokenizer (default: the checkpoint's)")
     add_allow_pickle_flag(b)
     for q in (a, b):
         q.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -83,7 +85,7 @@ def main(argv=None) -> Path:
 
             out = export_hf(args.load, args.save, max_shard_size=args.max_shard_size, dtype=args.dtype,
                             tokenizer_path=args.tokenizer_path, iteration=args.iteration,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, chat_template=args.chat_template)
     except (ConversionError, FileNotFoundError, FileExistsError, UsageError) as e:
         if debug_requested(argv):
             raise

@@ -5,7 +5,13 @@ Output: ``config.json`` (text ``llama`` or ``qwen2`` by family, vision
 = "default"``, ``image_token_index``, ``projector_hidden_act = "gelu"``),
 ``model-0000i-of-0000N.safetensors`` shards of at most ``max_shard_size`` with
 ``model.safetensors.index.json``, and the tokenizer files (the checkpoint's
-``tokenizer/`` or ``--tokenizer-path``). Loadable with
+``tokenizer/`` or ``--tokenizer-path``). A SentencePiece tokenizer (the
+trainer's ``tokenizer_model`` of type SentencePieceTokenizer, or a ``.model``
+--tokenizer-path) is written as a HF fast tokenizer with the chat template the
+checkpoint was trained with (``meta.json`` ``chat_template``, or
+--chat-template) and a ``LlavaProcessor`` (``preprocessor_config.json`` with
+the image size/mean/std of `data.image`, ``processor_config.json``), see
+`hf_tokenizer`: ``AutoProcessor`` + ``LlavaForConditionalGeneration`` load it. Loadable with
 ``LlavaForConditionalGeneration.from_pretrained(dir)``, no custom code.
 
 Memory: every rank file is opened with ``torch.load(mmap=True)``, so nothing
@@ -122,13 +128,29 @@ def _tokenizer_source(load: Path, meta: dict, tokenizer_path: Optional[str | Pat
     return []
 
 
+def _sentencepiece_source(meta: dict, tokenizer_path: Optional[str | Path]) -> Optional[Path]:
+    """The SentencePiece ``.model`` to convert: --tokenizer-path when it is one, else the trainer's meta."""
+    from megatron_sicog.data.tokenizer import SENTENCEPIECE_TYPES
+
+    if tokenizer_path:
+        p = Path(tokenizer_path)
+        return p if p.is_file() and p.suffix == ".model" else None
+    model = meta.get("tokenizer_model")
+    if meta.get("tokenizer_type") in SENTENCEPIECE_TYPES and model:
+        if not Path(model).is_file():
+            raise FileNotFoundError(f"the checkpoint's tokenizer_model {model} (SentencePiece) does not exist; "
+                                    "give --tokenizer-path")
+        return Path(model)
+    return None
+
+
 def _dtype_name(dt: torch.dtype) -> str:
     return str(dt).removeprefix("torch.")
 
 
 def export_hf(load: str | Path, save: str | Path, max_shard_size: str | int = "5GB", dtype: Optional[str] = None,
               tokenizer_path: Optional[str | Path] = None, iteration: Optional[int] = None,
-              progress: bool = True) -> Path:
+              progress: bool = True, chat_template: Optional[str] = None) -> Path:
     """Write the HF directory; returns it. See the module docstring."""
     reader = CheckpointReader(load, iteration)
     args = reader.args
@@ -156,7 +178,19 @@ def export_hf(load: str | Path, save: str | Path, max_shard_size: str | int = "5
                     writer.add(name, t.to(out_dtype))
         writer.close()
         cfg.save_pretrained(str(tmp))
-        copied = copy_tokenizer_files(_tokenizer_source(Path(load), reader.meta, tokenizer_path), tmp)
+        template = chat_template or reader.meta.get("chat_template")
+        sp_model = _sentencepiece_source(reader.meta, tokenizer_path)
+        if sp_model is not None:  # the demo's tokenizer: written as a HF fast tokenizer + LlavaProcessor
+            from megatron_sicog.conversion import hf_tokenizer as ht
+
+            hf_tok = ht.sentencepiece_to_hf(sp_model)
+            if hf_tok.convert_tokens_to_ids("<image>") != args.image_token_id:
+                raise ConversionError(f"{sp_model}: <image> is id {hf_tok.convert_tokens_to_ids('<image>')}, the "
+                                      f"model's image_token_id {args.image_token_id}: wrong tokenizer?")
+            copied = ht.write_processor_files(tmp, hf_tok, args,
+                                              ht.chat_template_jinja(template) if template else None)
+        else:
+            copied = copy_tokenizer_files(_tokenizer_source(Path(load), reader.meta, tokenizer_path), tmp)
         if not copied:
             print(f"note: no Hugging Face tokenizer files found for {load} (give --tokenizer-path); "
                   "the output has none")
