@@ -252,7 +252,7 @@ class Loop:
     def _num_patches(self) -> int:
         from megatron_sicog.model.presets import PRESETS
 
-        return PRESETS[self.cfg.model_preset].vision.num_patches
+        return PRESETS[self.cfg.model_preset].vision.num_image_tokens
 
     # -- the loop -----------------------------------------------------------------
     def data_and_tokenizer(self) -> None:

@@ -31,21 +31,31 @@ FAMILIES = {
                              rope=dict(rope_type="llama3", factor=4.0, low_freq_factor=1.0, high_freq_factor=4.0,
                                        original_max_position_embeddings=16)),
                    vision=dict(hidden_act="quick_gelu"), feature_layer=-2),
+    # SigLIP + Qwen2.5 style (LLaVA-OneVision): no class token, patch bias, gelu_pytorch_tanh, pooling head
+    # (unused by LLaVA), all 16 patch features ("full") of the last layer before post_layernorm; Qwen2 with
+    # tied embeddings (Qwen2.5 small sizes) and use_sliding_window False
+    "siglip": dict(text=dict(model_type="qwen2", hidden_size=48, intermediate_size=96, num_hidden_layers=2,
+                             num_attention_heads=6, num_key_value_heads=2, rms_norm_eps=1e-6,
+                             rope_theta=1000000.0, tie_word_embeddings=True, use_sliding_window=False),
+                   vision=dict(hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6), feature_layer=-1,
+                   vision_family="siglip", strategy="full"),
 }
 
 
 def llava_config(family: str):
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, Qwen2Config
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, Qwen2Config, SiglipVisionConfig
 
     spec = FAMILIES[family]
     text = dict(spec["text"])
     cls = {"qwen2": Qwen2Config, "llama": LlamaConfig}[text.pop("model_type")]
     rope = {"rope_type": "default", **text.pop("rope", {}), "rope_theta": text.pop("rope_theta")}
     tc = cls(vocab_size=VOCAB, max_position_embeddings=256, rope_parameters=rope, **text)
-    vc = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
-                          image_size=32, patch_size=8, layer_norm_eps=1e-5, **spec["vision"])
+    vcls = {"clip": CLIPVisionConfig, "siglip": SiglipVisionConfig}[spec.get("vision_family", "clip")]
+    vc = vcls(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+              image_size=32, patch_size=8, **{"layer_norm_eps": 1e-5, **spec["vision"]})
     return LlavaConfig(vision_config=vc, text_config=tc, image_token_index=IMAGE_TOKEN,
                        vision_feature_layer=spec["feature_layer"], image_seq_length=16,
+                       vision_feature_select_strategy=spec.get("strategy", "default"),
                        tie_word_embeddings=tc.tie_word_embeddings)
 
 

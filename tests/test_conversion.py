@@ -30,7 +30,7 @@ def hf_models(tmp_path_factory):
     """family -> (HF dir, HF model, reference logits) built once per module."""
     out = {}
     ids, images = sample_inputs()
-    for fam in ("qwen2", "llama", "llama3"):
+    for fam in ("qwen2", "llama", "llama3", "siglip"):
         d = tmp_path_factory.mktemp(f"hf_{fam}")
         model = make_hf_llava(fam, d)
         out[fam] = (d, model, hf_logits(model, ids, images))
@@ -49,7 +49,7 @@ def assert_same_hf_tensors(original, exported_dir):
     return back
 
 
-@pytest.mark.parametrize("family", ["qwen2", "llama", "llama3"])
+@pytest.mark.parametrize("family", ["qwen2", "llama", "llama3", "siglip"])
 def test_tp1_logits_match_transformers_and_round_trip_is_exact(mcore, hf_models, tmp_path, family):
     from megatron_sicog.model.llava import build_model
     from megatron_sicog.training.checkpointing import load_model_weights, model_args_from_dict, read_meta
@@ -68,6 +68,10 @@ def test_tp1_logits_match_transformers_and_round_trip_is_exact(mcore, hf_models,
     assert args.language.untie_embeddings_and_output_weights == (not hf_model.config.tie_word_embeddings)
     assert args.language.rope_type == ("llama3" if family == "llama3" else "default")
     assert args.language.num_query_groups < args.language.num_attention_heads
+    if family == "siglip":  # no class token, every patch: 16 image tokens (CLIP: 17 positions, class dropped)
+        assert args.vision.family == "siglip" and not args.vision.class_token
+        assert args.vision.feature_select == "full" and args.vision.activation == "gelu_pytorch_tanh"
+    assert args.vision.num_image_tokens == 16
     for name in ("tokenizer.json", "tokenizer_config.json"):
         assert (ckpt / "tokenizer" / name).read_bytes() == (hf_dir / name).read_bytes()
     from megatron_sicog.data.tokenizer import build_tokenizer
@@ -91,8 +95,10 @@ def test_tp1_logits_match_transformers_and_round_trip_is_exact(mcore, hf_models,
     assert len(files) > 3 and all((back_dir / f).exists() for f in files)
     cfg = json.loads((back_dir / "config.json").read_text())
     assert cfg["text_config"]["rope_parameters"] == hf_model.config.text_config.rope_parameters
-    assert cfg["text_config"]["model_type"] == hf_type and cfg["vision_config"]["model_type"] == "clip_vision_model"
-    assert cfg["vision_feature_select_strategy"] == "default" and cfg["projector_hidden_act"] == "gelu"
+    hf_vision = hf_model.config.vision_config
+    assert cfg["text_config"]["model_type"] == hf_type and cfg["vision_config"]["model_type"] == hf_vision.model_type
+    assert cfg["vision_feature_select_strategy"] == hf_model.config.vision_feature_select_strategy
+    assert cfg["projector_hidden_act"] == "gelu"
     assert cfg["image_token_index"] == IMAGE_TOKEN
     assert cfg["vision_feature_layer"] == hf_model.config.vision_feature_layer
     assert (back_dir / "tokenizer.json").read_bytes() == (hf_dir / "tokenizer.json").read_bytes()
@@ -177,10 +183,23 @@ def test_errors_name_what_is_missing_unexpected_or_impossible(mcore, hf_models, 
         import_hf(save, 1, 1, hf_path=_copy_with(hf_models["llama"][0], tmp_path / "yarn", config_edit=to_yarn),
                   progress=False)
 
-    def to_siglip(cfg):
-        cfg["vision_config"]["model_type"] = "siglip_vision_model"
-    with pytest.raises(ConversionError, match="unknown vision architecture 'siglip_vision_model'"):
+    def to_siglip(cfg):  # CLIP weights under a SigLIP config: no patch bias, a class token and pre_layrnorm
+        cfg["vision_config"].update(model_type="siglip_vision_model", hidden_act="gelu_pytorch_tanh")
+    with pytest.raises(ConversionError, match=r"missing: vision_tower\.embeddings\.patch_embedding\.bias.*"
+                                              r"unexpected: .*class_embedding"):
         import_hf(save, 1, 1, hf_path=_copy_with(hf_dir, tmp_path / "siglip", config_edit=to_siglip),
+                  progress=False)
+
+    def to_dino(cfg):
+        cfg["vision_config"]["model_type"] = "dinov2"
+    with pytest.raises(ConversionError, match="unknown vision architecture 'dinov2'"):
+        import_hf(save, 1, 1, hf_path=_copy_with(hf_dir, tmp_path / "dino", config_edit=to_dino),
+                  progress=False)
+
+    def to_siglip_quick_gelu(cfg):
+        cfg["vision_config"].update(model_type="siglip_vision_model", hidden_act="quick_gelu")
+    with pytest.raises(ConversionError, match=r"SigLIP vision_config\.hidden_act 'quick_gelu' not supported"):
+        import_hf(save, 1, 1, hf_path=_copy_with(hf_dir, tmp_path / "sq", config_edit=to_siglip_quick_gelu),
                   progress=False)
     _no_output(save)
 

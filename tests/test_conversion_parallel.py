@@ -1,7 +1,8 @@
 """Hugging Face LLaVA -> checkpoints at TP=2 and PP=2: logits equal transformers', and the way back is exact.
 
-Both families (Qwen2: QKV bias + GQA, untied; Llama: GQA, tied embeddings,
-which at PP=2 puts a copy of the embedding on the last stage) are converted
+The families (Qwen2: QKV bias + GQA, untied; Llama: GQA, tied embeddings,
+which at PP=2 puts a copy of the embedding on the last stage; Llama-3.1 RoPE;
+SigLIP + tied Qwen2: no class token, ``full`` features) are converted
 at TP=2 and at PP=2. One torchrun launch (2 gloo processes,
 tests/dist_conversion_worker.py) computes this project's logits for all four
 checkpoints; each is compared with `transformers`' fp32 eager logits. Every
@@ -25,7 +26,7 @@ def test_tp2_and_pp2_logits_match_transformers_and_round_trip_is_exact(mcore, tm
     ids, images = sample_inputs()
     torch.save({"ids": ids, "images": images}, tmp_path / "inputs.pt")
     refs, models, cases = {}, {}, []
-    for fam in ("qwen2", "llama", "llama3"):
+    for fam in ("qwen2", "llama", "llama3", "siglip"):
         models[fam] = make_hf_llava(fam, tmp_path / f"hf_{fam}")
         refs[fam] = hf_logits(models[fam], ids, images)
         for tp, pp in ((2, 1), (1, 2)):

@@ -1,8 +1,8 @@
 """Checkpoint of this project (any TP/PP) -> Hugging Face ``LlavaForConditionalGeneration`` directory.
 
 Output: ``config.json`` (text ``llama`` or ``qwen2`` by family, vision
-``clip_vision_model``, ``vision_feature_layer``, ``vision_feature_select_strategy
-= "default"``, ``image_token_index``, ``projector_hidden_act = "gelu"``),
+``clip_vision_model`` or ``siglip_vision_model``, ``vision_feature_layer``,
+``vision_feature_select_strategy`` ("default" / "full"), ``image_token_index``, ``projector_hidden_act = "gelu"``),
 ``model-0000i-of-0000N.safetensors`` shards of at most ``max_shard_size`` with
 ``model.safetensors.index.json``, and the tokenizer files (the checkpoint's
 ``tokenizer/`` or ``--tokenizer-path``). A SentencePiece tokenizer (the
@@ -161,19 +161,21 @@ def export_hf(load: str | Path, save: str | Path, max_shard_size: str | int = "5
     recorded = (reader.meta.get("hf") or {}).get("config")
     first_rule = rules[0]
     out_dtype = DTYPES[dtype] if dtype else reader.get(first_rule.canonical).dtype
-    cfg = hm.llava_config_from_model_args(args, recorded, _dtype_name(out_dtype))
     extra_path = Path(load) / HF_EXTRA
     extras = hm.default_hf_only(args, out_dtype)
-    if extra_path.exists():  # written by hf-to-megatron: CLIP's post_layernorm, unused by LLaVA
-        extras.update({k: v for k, v in load_file(str(extra_path)).items() if k in hm.HF_ONLY})
+    if extra_path.exists():  # written by hf-to-megatron: post_layernorm (+ SigLIP head), unused by LLaVA
+        extras.update({k: v for k, v in load_file(str(extra_path)).items() if k in hm.hf_only_shapes(args)})
+    use_head = any(k.startswith(hm.SIGLIP_HEAD) for k in extras)
+    cfg = hm.llava_config_from_model_args(args, recorded, _dtype_name(out_dtype), vision_use_head=use_head)
     save = Path(save)
     tmp = prepare_output_dir(save)
     try:
         writer = ShardWriter(tmp, parse_size(max_shard_size))
+        last_vision = [r.canonical for r in rules if r.canonical.startswith("vision.")][-1]
         for rule in tqdm(rules, desc="megatron-to-hf", unit="tensor", disable=not progress):
             for name, t in zip(rule.hf, hm.to_hf(rule, reader.get(rule.canonical))):
                 writer.add(name, t.to(out_dtype))
-            if rule.canonical == "vision.pre_layernorm.bias":
+            if rule.canonical == last_vision:  # after the tower's own tensors, as save_pretrained orders them
                 for name, t in extras.items():
                     writer.add(name, t.to(out_dtype))
         writer.close()

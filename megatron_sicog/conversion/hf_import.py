@@ -12,8 +12,8 @@ plus one full tensor.
 Everything is written into ``.SAVE.tmp-PID`` next to ``--save`` and renamed
 at the end: a failed conversion leaves no partial checkpoint. The save dir
 also gets ``tokenizer/`` (the tokenizer and processor files found in the HF
-directories) and ``hf_extra.safetensors`` (CLIP's ``post_layernorm``, which
-LLaVA never uses, kept so the way back is exact). ``meta.json`` records the
+directories) and ``hf_extra.safetensors`` (the tower's ``post_layernorm`` and
+SigLIP's pooling ``head``, which LLaVA never uses, kept so the way back is exact). ``meta.json`` records the
 HF config and ``image_token_id``.
 """
 from __future__ import annotations
@@ -49,10 +49,15 @@ def expected_hf_shapes(args: ModelArgs) -> dict[str, tuple[int, ...]]:
     d = H // lm.num_attention_heads
     q, kv = lm.num_attention_heads * d, lm.num_query_groups * d
     V, P, L = hm.V, hm.P, hm.LM
-    out = {V + "embeddings.class_embedding": (h,), V + "embeddings.patch_embedding.weight":
-           (h, 3, vis.patch_size, vis.patch_size), V + "embeddings.position_embedding.weight": (vis.num_patches + 1, h)}
-    for n in ("pre_layrnorm", "post_layernorm"):
-        out[f"{V}{n}.weight"] = out[f"{V}{n}.bias"] = (h,)
+    out = {V + "embeddings.patch_embedding.weight": (h, 3, vis.patch_size, vis.patch_size),
+           V + "embeddings.position_embedding.weight": (vis.num_positions, h)}
+    if vis.class_token:
+        out[V + "embeddings.class_embedding"] = (h,)
+    if vis.patch_bias:
+        out[V + "embeddings.patch_embedding.bias"] = (h,)
+    if vis.pre_layernorm:
+        out[V + "pre_layrnorm.weight"] = out[V + "pre_layrnorm.bias"] = (h,)
+    out.update(hm.hf_only_shapes(args))
     for i in range(vis.num_layers):
         p = f"{V}encoder.layers.{i}."
         for n, (o, inp) in {"self_attn.q_proj": (h, h), "self_attn.k_proj": (h, h), "self_attn.v_proj": (h, h),
@@ -80,7 +85,11 @@ def expected_hf_shapes(args: ModelArgs) -> dict[str, tuple[int, ...]]:
 def check_source(source: HFSource, args: ModelArgs, fresh_projector: bool) -> None:
     """Raise ConversionError listing missing, unexpected and wrongly shaped tensors."""
     expected = expected_hf_shapes(args)
-    optional = set(hm.HF_ONLY)
+    optional = set(hm.hf_only_shapes(args))
+    head = [k for k in optional if k.startswith(hm.SIGLIP_HEAD)]
+    if head and 0 < sum(k in source for k in head) < len(head):
+        raise ConversionError(f"SigLIP pooling head is incomplete: missing {[k for k in head if k not in source]} "
+                              "(vision_use_head needs all of it, or none)")
     if fresh_projector:
         expected = {k: v for k, v in expected.items() if not k.startswith(hm.P)}
     missing = [k for k in expected if k not in source and k not in optional]
@@ -192,7 +201,7 @@ def import_hf(save: str | Path, tp: int = 1, pp: int = 1, hf_path: Optional[str 
         if vision_path is None or language_path is None:
             raise ValueError("--vision-path and --language-path go together")
         vcfg, tcfg = _auto_config(vision_path), _auto_config(language_path)
-        if getattr(vcfg, "model_type", None) == "clip":
+        if getattr(vcfg, "model_type", None) in ("clip", "siglip"):  # a whole CLIP / SigLIP: its vision part
             vcfg = vcfg.vision_config
         if image_token_id is None:
             image_token_id = _image_token_from_tokenizer(Path(language_path))
@@ -200,7 +209,9 @@ def import_hf(save: str | Path, tp: int = 1, pp: int = 1, hf_path: Optional[str 
             raise ConversionError(f"{language_path}/tokenizer.json has no '<image>' token; add it (and resize the "
                                   "LM's embeddings) or pass --image-token-id")
         cfg = LlavaConfig(vision_config=vcfg.to_dict(), text_config=tcfg.to_dict(), image_token_index=image_token_id,
-                          vision_feature_layer=vision_feature_layer, vision_feature_select_strategy="default",
+                          vision_feature_layer=vision_feature_layer,
+                          # CLIP: drop the class token; SigLIP has none, LLaVA-OneVision & co. keep every patch
+                          vision_feature_select_strategy="full" if "siglip" in vcfg.model_type else "default",
                           projector_hidden_act="gelu",
                           tie_word_embeddings=bool(getattr(tcfg, "tie_word_embeddings", False)))
         source, fresh = HFSource.parts(vision_path, language_path), True
@@ -230,7 +241,7 @@ def import_hf(save: str | Path, tp: int = 1, pp: int = 1, hf_path: Optional[str 
             meta_extra.update(tokenizer_type="HuggingFaceTokenizer", tokenizer_model=str(save.resolve() / TOKENIZER_DIR))
         checkpointing.write_from_canonical(full, args, tmp, tp, pp, iteration=0, meta_extra=meta_extra)
         bar.close()
-        extras = {n: source.get(n).contiguous() for n in hm.HF_ONLY if n in source}
+        extras = {n: source.get(n).contiguous() for n in hm.hf_only_shapes(args) if n in source}
         if extras:
             save_file(extras, str(tmp / HF_EXTRA), metadata={"format": "pt"})
         if save.exists():

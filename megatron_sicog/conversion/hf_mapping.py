@@ -18,9 +18,14 @@ Every canonical tensor is made by one `Rule` from one or more HF tensors:
   ``v_proj`` apart (grouped-query attention: fewer k/v heads).
 * ``gate_up``: megatron's SwiGLU ``linear_fc1`` is ``[gate; up]``.
 
+SigLIP towers (``siglip_vision_model``) have the same layer names as CLIP,
+a patch-embedding bias, no class embedding and no ``pre_layrnorm``.
+
 Tied embeddings: the canonical form has no ``output_layer`` and HF has no
-``lm_head`` on disk. CLIP's ``post_layernorm`` is not used by LLaVA and has no
-megatron counterpart: `HF_ONLY` tensors are kept beside the checkpoint.
+``lm_head`` on disk. The towers' ``post_layernorm`` (and SigLIP's pooling
+``head``) are not used by LLaVA, which reads ``hidden_states[k]`` before the
+post-LayerNorm, and have no megatron counterpart: these `hf_only_shapes`
+tensors are kept beside the checkpoint.
 """
 from __future__ import annotations
 
@@ -33,11 +38,13 @@ from megatron_sicog.model.presets import LanguageArgs, ModelArgs, VisionArgs
 
 V, P, LM = "vision_tower.", "multi_modal_projector.", "language_model.model."
 HEAD = "language_model.lm_head.weight"
-# HF tensors with no megatron counterpart (unused by LLaVA) and their default makers
-HF_ONLY = (V + "post_layernorm.weight", V + "post_layernorm.bias")
+# HF tensors with no megatron counterpart (unused by LLaVA): see hf_only_shapes
+POST_LN = (V + "post_layernorm.weight", V + "post_layernorm.bias")
+SIGLIP_HEAD = V + "head."
 
 TEXT_FAMILIES = {"llama": "llama", "qwen2": "qwen2"}  # HF text model_type -> LanguageArgs.family
-VISION_ACTS = ("quick_gelu", "gelu")
+VISION_TYPES = {"clip_vision_model": "clip", "clip": "clip", "siglip_vision_model": "siglip", "siglip": "siglip"}
+VISION_ACTS = {"clip": ("quick_gelu", "gelu"), "siglip": ("gelu_pytorch_tanh", "gelu")}
 
 
 class ConversionError(ValueError):
@@ -98,15 +105,17 @@ def to_hf(rule: Rule, t: torch.Tensor) -> list[torch.Tensor]:
 def rules(args: ModelArgs) -> list[Rule]:
     """Every canonical tensor of `args`' model, in HF file order (vision, projector, LM)."""
     lm, vis = args.language, args.vision
-    out = [
-        Rule("vision.class_token", (V + "embeddings.class_embedding",)),
-        Rule("vision.patch_embed.weight", (V + "embeddings.patch_embedding.weight",)),
-        Rule("vision.position_embeddings.weight", (V + "embeddings.position_embedding.weight",)),
-        Rule("vision.pre_layernorm.weight", (V + "pre_layrnorm.weight",)),
-        Rule("vision.pre_layernorm.bias", (V + "pre_layrnorm.bias",)),
-    ]
-    if not vis.class_token:
-        raise ConversionError("CLIP vision towers have a class token; ModelArgs.vision.class_token is False")
+    if vis.class_token != (vis.family == "clip"):
+        raise ConversionError(f"vision family {vis.family!r} with class_token={vis.class_token}: Hugging Face CLIP "
+                              "towers have a class token, SigLIP towers none")
+    out = [Rule("vision.class_token", (V + "embeddings.class_embedding",))] if vis.class_token else []
+    out.append(Rule("vision.patch_embed.weight", (V + "embeddings.patch_embedding.weight",)))
+    if vis.patch_bias:
+        out.append(Rule("vision.patch_embed.bias", (V + "embeddings.patch_embedding.bias",)))
+    out.append(Rule("vision.position_embeddings.weight", (V + "embeddings.position_embedding.weight",)))
+    if vis.pre_layernorm:
+        out += [Rule("vision.pre_layernorm.weight", (V + "pre_layrnorm.weight",)),
+                Rule("vision.pre_layernorm.bias", (V + "pre_layrnorm.bias",))]
     for i in range(vis.num_layers):
         m, h = f"vision.decoder.layers.{i}.", f"{V}encoder.layers.{i}."
         for s in ("weight", "bias"):
@@ -147,10 +156,25 @@ def rules(args: ModelArgs) -> list[Rule]:
     return out
 
 
+def hf_only_shapes(args: ModelArgs) -> dict[str, tuple[int, ...]]:
+    """HF tensors LLaVA never reads, with their shapes: the tower's ``post_layernorm`` and, for SigLIP with
+    ``vision_use_head``, its attention-pooling ``head`` (optional: present or absent as a whole)."""
+    h, f = args.vision.hidden_size, args.vision.ffn_hidden_size
+    out = {POST_LN[0]: (h,), POST_LN[1]: (h,)}
+    if args.vision.family == "siglip":
+        hd = SIGLIP_HEAD
+        out.update({hd + "probe": (1, 1, h), hd + "attention.in_proj_weight": (3 * h, h),
+                    hd + "attention.in_proj_bias": (3 * h,), hd + "attention.out_proj.weight": (h, h),
+                    hd + "attention.out_proj.bias": (h,), hd + "layernorm.weight": (h,), hd + "layernorm.bias": (h,),
+                    hd + "mlp.fc1.weight": (f, h), hd + "mlp.fc1.bias": (f,), hd + "mlp.fc2.weight": (h, f),
+                    hd + "mlp.fc2.bias": (h,)})
+    return out
+
+
 def default_hf_only(args: ModelArgs, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """What a fresh CLIP has for the tensors LLaVA never reads (LayerNorm: ones, zeros)."""
+    """What a fresh tower has for the post-LayerNorm LLaVA never reads (ones, zeros); no SigLIP head."""
     h = args.vision.hidden_size
-    return {HF_ONLY[0]: torch.ones(h, dtype=dtype), HF_ONLY[1]: torch.zeros(h, dtype=dtype)}
+    return {POST_LN[0]: torch.ones(h, dtype=dtype), POST_LN[1]: torch.zeros(h, dtype=dtype)}
 
 
 # -- configs -----------------------------------------------------------------
@@ -257,7 +281,7 @@ def language_args_from_hf(text_cfg, make_vocab_size_divisible_by: int = 128,
 def hf_feature_layer_to_ours(k: int, num_layers: int) -> int:
     """HF hidden_states[k] (0 = embeddings) -> VisionArgs.feature_layer (index of the last layer run)."""
     if k == 0 or not -num_layers <= k <= num_layers:
-        raise ConversionError(f"vision_feature_layer {k} is not the output of one of the {num_layers} CLIP layers")
+        raise ConversionError(f"vision_feature_layer {k} is not the output of one of the {num_layers} vision layers")
     return k - 1 if k > 0 else k
 
 
@@ -265,22 +289,30 @@ def ours_feature_layer_to_hf(f: int) -> int:
     return f + 1 if f >= 0 else f
 
 
-def vision_args_from_hf(vision_cfg, feature_layer: int) -> VisionArgs:
+def vision_args_from_hf(vision_cfg, feature_layer: int, feature_select: str = "default") -> VisionArgs:
     mt = _get(vision_cfg, "model_type")
-    if mt not in ("clip_vision_model", "clip"):
-        raise ConversionError(f"unknown vision architecture {mt!r}: only CLIP (clip_vision_model) converts")
+    if mt not in VISION_TYPES:
+        raise ConversionError(f"unknown vision architecture {mt!r}: supported vision_config.model_type "
+                              f"{sorted(VISION_TYPES)} (CLIP, SigLIP)")
+    family = VISION_TYPES[mt]
+    name = family.upper() if family == "clip" else "SigLIP"
     act = _get(vision_cfg, "hidden_act")
-    if act not in VISION_ACTS:
-        raise ConversionError(f"CLIP hidden_act {act!r} not supported (expected one of {VISION_ACTS})")
+    if act not in VISION_ACTS[family]:
+        raise ConversionError(f"{name} vision_config.hidden_act {act!r} not supported (expected one of "
+                              f"{VISION_ACTS[family]})")
     if _get(vision_cfg, "num_channels", 3) != 3:
-        raise ConversionError(f"CLIP num_channels {_get(vision_cfg, 'num_channels')} (expected 3)")
+        raise ConversionError(f"{name} vision_config.num_channels {_get(vision_cfg, 'num_channels')} (expected 3)")
+    size, patch = _get(vision_cfg, "image_size"), _get(vision_cfg, "patch_size")
+    if size % patch:
+        raise ConversionError(f"{name} vision_config.image_size {size} is not a multiple of patch_size {patch}")
     n = _get(vision_cfg, "num_hidden_layers")
     return VisionArgs(
-        image_size=_get(vision_cfg, "image_size"), patch_size=_get(vision_cfg, "patch_size"), num_layers=n,
+        family=family, image_size=size, patch_size=patch, num_layers=n,
         hidden_size=_get(vision_cfg, "hidden_size"), num_attention_heads=_get(vision_cfg, "num_attention_heads"),
         ffn_hidden_size=_get(vision_cfg, "intermediate_size"), activation=act,
         layernorm_epsilon=float(_get(vision_cfg, "layer_norm_eps")),
-        feature_layer=hf_feature_layer_to_ours(feature_layer, n), class_token=True)
+        feature_layer=hf_feature_layer_to_ours(feature_layer, n), class_token=family == "clip",
+        feature_select=feature_select)
 
 
 def model_args_from_llava(cfg, make_vocab_size_divisible_by: int = 128) -> ModelArgs:
@@ -289,9 +321,10 @@ def model_args_from_llava(cfg, make_vocab_size_divisible_by: int = 128) -> Model
         raise ConversionError(f"unknown architecture {_get(cfg, 'model_type')!r}: expected a 'llava' config "
                               "(LlavaForConditionalGeneration); use --vision-path/--language-path for parts")
     problems = []
-    if _get(cfg, "vision_feature_select_strategy") != "default":
-        problems.append(f"vision_feature_select_strategy {_get(cfg, 'vision_feature_select_strategy')!r} "
-                        "(only 'default': class token dropped)")
+    strategy = _get(cfg, "vision_feature_select_strategy")
+    if strategy not in ("default", "full"):
+        problems.append(f"vision_feature_select_strategy {strategy!r} (only 'default': first token dropped, "
+                        "or 'full': every token)")
     fl = _get(cfg, "vision_feature_layer")
     if not isinstance(fl, int):
         problems.append(f"vision_feature_layer {fl!r} (only a single layer)")
@@ -305,7 +338,7 @@ def model_args_from_llava(cfg, make_vocab_size_divisible_by: int = 128) -> Model
     tie = _get(cfg, "tie_word_embeddings", None)
     tie = _get(text, "tie_word_embeddings", False) if tie is None else tie
     return ModelArgs(language=language_args_from_hf(text, make_vocab_size_divisible_by, tie),
-                     vision=vision_args_from_hf(_get(cfg, "vision_config"), fl),
+                     vision=vision_args_from_hf(_get(cfg, "vision_config"), fl, strategy),
                      image_token_id=int(_get(cfg, "image_token_index")),
                      init_method_std=float(_get(text, "initializer_range", 0.02)), transformer_impl="local")
 
@@ -313,9 +346,11 @@ def model_args_from_llava(cfg, make_vocab_size_divisible_by: int = 128) -> Model
 _KEEP_TEXT_FIELDS = ("bos_token_id", "eos_token_id", "pad_token_id", "initializer_range")
 
 
-def llava_config_from_model_args(args: ModelArgs, recorded: Optional[dict] = None, dtype: Optional[str] = None):
-    """A transformers ``LlavaConfig`` for `args`; token ids etc. are kept from a recorded HF config."""
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, Qwen2Config
+def llava_config_from_model_args(args: ModelArgs, recorded: Optional[dict] = None, dtype: Optional[str] = None,
+                                 vision_use_head: bool = False):
+    """A transformers ``LlavaConfig`` for `args`; token ids etc. are kept from a recorded HF config.
+    `vision_use_head`: a SigLIP tower with its (unused) attention-pooling head."""
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, Qwen2Config, SiglipVisionConfig
 
     lm, vis = args.language, args.vision
     rec_text = (recorded or {}).get("text_config", {})
@@ -340,14 +375,21 @@ def llava_config_from_model_args(args: ModelArgs, recorded: Optional[dict] = Non
         text = Qwen2Config(use_sliding_window=False, **common)
     else:
         raise ConversionError(f"unknown model family {lm.family!r} (expected llama or qwen2)")
-    vision = CLIPVisionConfig(
+    if vis.class_token != (vis.family == "clip"):
+        raise ConversionError(f"vision family {vis.family!r} with class_token={vis.class_token} has no Hugging "
+                              "Face equivalent (CLIP has a class token, SigLIP none)")
+    common_v = dict(
         hidden_size=vis.hidden_size, intermediate_size=vis.ffn_hidden_size, num_hidden_layers=vis.num_layers,
         num_attention_heads=vis.num_attention_heads, image_size=vis.image_size, patch_size=vis.patch_size,
         hidden_act=vis.activation, layer_norm_eps=vis.layernorm_epsilon, num_channels=3)
+    if vis.family == "siglip":
+        vision = SiglipVisionConfig(vision_use_head=vision_use_head, **common_v)
+    else:
+        vision = CLIPVisionConfig(**common_v)
     cfg = LlavaConfig(vision_config=vision, text_config=text, image_token_index=args.image_token_id,
-                      projector_hidden_act="gelu", vision_feature_select_strategy="default",
+                      projector_hidden_act="gelu", vision_feature_select_strategy=vis.feature_select,
                       vision_feature_layer=ours_feature_layer_to_hf(vis.feature_layer),
-                      image_seq_length=vis.num_patches, multimodal_projector_bias=True, tie_word_embeddings=tie)
+                      image_seq_length=vis.num_image_tokens, multimodal_projector_bias=True, tie_word_embeddings=tie)
     cfg.architectures = ["LlavaForConditionalGeneration"]
     if dtype is not None:
         cfg.dtype = dtype

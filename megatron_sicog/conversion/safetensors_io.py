@@ -36,12 +36,12 @@ LLAVA_PREFIXES = (
     ("model.language_model.", LM), ("language_model.model.", LM),
     ("lm_head.weight", HEAD), ("language_model.lm_head.weight", HEAD),
 )
-VISION_PREFIXES = (("vision_model.", V),  # CLIPVisionModel / CLIPModel (transformers 4.x layout)
-                   *((p, V + p) for p in ("embeddings.", "pre_layrnorm.", "encoder.", "post_layernorm.")))
+VISION_PREFIXES = (("vision_model.", V),  # CLIP/SigLIP VisionModel or Model (transformers 4.x layout)
+                   *((p, V + p) for p in ("embeddings.", "pre_layrnorm.", "encoder.", "post_layernorm.", "head.")))
 LM_PREFIXES = (("model.", LM), ("lm_head.weight", HEAD))
 # never weights: buffers some checkpoints carry, and the parts of a full CLIP we do not use
 IGNORED = re.compile(r"(rotary_emb\.inv_freq|embeddings\.position_ids)$|^(text_model\.|visual_projection\.|"
-                     r"text_projection\.|logit_scale$)")
+                     r"text_projection\.|logit_scale$|logit_bias$)")
 
 
 class SafetensorsDir:

@@ -84,6 +84,14 @@ def language_config(m: ModelArgs, tp: int = 1, pp: int = 1,
     )
 
 
+def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    """GELU with the tanh approximation: transformers' ``gelu_pytorch_tanh`` (SigLIP)."""
+    return F.gelu(x, approximate="tanh")
+
+
+VISION_ACTIVATION_FUNCS = {"quick_gelu": quick_gelu, "gelu": F.gelu, "gelu_pytorch_tanh": gelu_tanh}
+
+
 def vision_config(m: ModelArgs, tp: int = 1, params_dtype: torch.dtype = torch.float32) -> TransformerConfig:
     v = m.vision
     return TransformerConfig(
@@ -95,7 +103,7 @@ def vision_config(m: ModelArgs, tp: int = 1, params_dtype: torch.dtype = torch.f
         normalization="LayerNorm",
         layernorm_epsilon=v.layernorm_epsilon,
         gated_linear_unit=False,
-        activation_func=quick_gelu if v.activation == "quick_gelu" else F.gelu,
+        activation_func=VISION_ACTIVATION_FUNCS[v.activation],
         add_bias_linear=True,
         add_qkv_bias=True,
         init_method_std=m.init_method_std,

@@ -1,7 +1,7 @@
 """SicogModel: vision encoder + MLP projector + megatron GPTModel, TP- and PP-ready.
 
 Image tokens: the batch builder (`model/batch.py`) expands each ``<image>``
-token into ``num_patches`` copies of the image-token id and shifts labels and
+token into ``num_image_tokens`` copies of the image-token id and shifts labels and
 loss mask with it; here the embeddings at those positions are replaced by the
 projected patch features, image by image in batch order (the same convention
 as Hugging Face ``LlavaForConditionalGeneration``).
@@ -39,7 +39,7 @@ class SicogModel(MegatronModule):
         self.pre_process = pre_process
         self.post_process = post_process
         self.image_token_id = args.image_token_id
-        self.num_image_tokens = args.vision.num_patches
+        self.num_image_tokens = args.vision.num_image_tokens
         self.padded_vocab_size = padded_vocab_size(
             args.language.vocab_size, args.language.make_vocab_size_divisible_by, tp)
         self.vision: Optional[VisionEncoder] = None

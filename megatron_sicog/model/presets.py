@@ -16,28 +16,58 @@ from typing import Optional
 
 
 ROPE_TYPES = ("default", "llama3")
+VISION_FAMILIES = ("clip", "siglip")
+VISION_ACTIVATIONS = ("quick_gelu", "gelu", "gelu_pytorch_tanh")
+FEATURE_SELECT = ("default", "full")
 
 
 @dataclass
 class VisionArgs:
-    """CLIP-style ViT."""
+    """CLIP- or SigLIP-style ViT.
 
+    ``family`` "clip": class token, conv patch embedding without bias, a pre-LayerNorm
+    (CLIP's ``pre_layrnorm``); "siglip": no class token, patch embedding with bias, no
+    pre-LayerNorm. Neither family's ``post_layernorm`` is used: LLaVA reads
+    ``hidden_states[vision_feature_layer]``, the layer's output before it.
+    ``feature_select`` is LLaVA's ``vision_feature_select_strategy``: "default" drops the
+    first token (CLIP's class token), "full" keeps every token (SigLIP).
+    """
+
+    family: str = "clip"
     image_size: int = 64
     patch_size: int = 16
     num_layers: int = 2
     hidden_size: int = 128
     num_attention_heads: int = 4
     ffn_hidden_size: int = 512
-    activation: str = "quick_gelu"  # "quick_gelu" (OpenAI CLIP) or "gelu"
+    activation: str = "quick_gelu"  # "quick_gelu" (OpenAI CLIP), "gelu", "gelu_pytorch_tanh" (SigLIP)
     layernorm_epsilon: float = 1e-5
     # Which layer's output feeds the projector (LLaVA: -2, the penultimate);
     # -1 is the last layer. Negative counts from the end like Python indices.
     feature_layer: int = -1
     class_token: bool = True
+    feature_select: str = "default"
 
     @property
     def num_patches(self) -> int:
         return (self.image_size // self.patch_size) ** 2
+
+    @property
+    def num_positions(self) -> int:
+        return self.num_patches + (1 if self.class_token else 0)
+
+    @property
+    def num_image_tokens(self) -> int:
+        """Features per image fed to the LM (what one ``<image>`` expands to)."""
+        return self.num_positions - (1 if self.feature_select == "default" else 0)
+
+    @property
+    def pre_layernorm(self) -> bool:
+        return self.family == "clip"
+
+    @property
+    def patch_bias(self) -> bool:
+        return self.family == "siglip"
 
 
 @dataclass
@@ -88,20 +118,31 @@ def _clip_l336() -> VisionArgs:
                       ffn_hidden_size=4096, activation="quick_gelu", layernorm_epsilon=1e-5, feature_layer=-2)
 
 
+def _siglip_so400m() -> VisionArgs:
+    """SigLIP so400m/14 at 384 px as LLaVA-OneVision uses it: 27 layers, features of the last
+    (``vision_feature_layer`` -1, before ``post_layernorm``), every token (``full``): 729 per image."""
+    return VisionArgs(family="siglip", image_size=384, patch_size=14, num_layers=27, hidden_size=1152,
+                      num_attention_heads=16, ffn_hidden_size=4304, activation="gelu_pytorch_tanh",
+                      layernorm_epsilon=1e-6, feature_layer=-1, class_token=False, feature_select="full")
+
+
+def _qwen2_7b() -> LanguageArgs:
+    return LanguageArgs(
+        family="qwen2", num_layers=28, hidden_size=3584, num_attention_heads=28,
+        num_query_groups=4, ffn_hidden_size=18944, vocab_size=152064,
+        max_position_embeddings=32768, rotary_base=1000000.0, norm_epsilon=1e-6,
+        add_qkv_bias=True, untie_embeddings_and_output_weights=True,
+        make_vocab_size_divisible_by=128,
+    )
+
+
 PRESETS: dict[str, ModelArgs] = {
     # Tests and the tiny SICOG demo: trains in minutes on 2 CPU cores.
     "tiny": ModelArgs(),
     # The paper's 7B-class shape: Qwen2-7B + CLIP ViT-L/14 at 336 px (LLaVA-1.5 style).
-    "qwen2-7b-clip-l336": ModelArgs(
-        language=LanguageArgs(
-            family="qwen2", num_layers=28, hidden_size=3584, num_attention_heads=28,
-            num_query_groups=4, ffn_hidden_size=18944, vocab_size=152064,
-            max_position_embeddings=32768, rotary_base=1000000.0, norm_epsilon=1e-6,
-            add_qkv_bias=True, untie_embeddings_and_output_weights=True,
-            make_vocab_size_divisible_by=128,
-        ),
-        vision=_clip_l336(),
-    ),
+    "qwen2-7b-clip-l336": ModelArgs(language=_qwen2_7b(), vision=_clip_l336()),
+    # LLaVA-OneVision-7B-like: Qwen2-7B + SigLIP so400m/14-384.
+    "qwen2-7b-siglip-so400m": ModelArgs(language=_qwen2_7b(), vision=_siglip_so400m()),
     # LLaVA-Llama-3.1-8B: Llama-3.1-8B(-Instruct) (llama3 RoPE scaling, 128k vocab) + CLIP ViT-L/14-336.
     "llama3.1-8b-clip-l336": ModelArgs(
         language=LanguageArgs(
@@ -170,7 +211,7 @@ def add_model_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         g.add_argument(flag, type=typ, default=None)
     g.add_argument("--use-rope-scaling", action="store_true", default=None,
                    help="Llama-3.x RoPE scaling of the inverse frequencies (rope type llama3)")
-    g.add_argument("--vision-activation", choices=["quick_gelu", "gelu"], default=None)
+    g.add_argument("--vision-activation", choices=list(VISION_ACTIVATIONS), default=None)
     g.add_argument("--model-family", choices=["llama", "qwen2"], default=None,
                    help="llama: no QKV bias; qwen2: QKV bias")
     g.add_argument("--untie-embeddings-and-output-weights", dest="untie", action="store_true", default=None)
@@ -255,6 +296,14 @@ def validate(m: ModelArgs, tensor_model_parallel_size: int = 1, pipeline_model_p
         errors.append(f"image size {vis.image_size} not divisible by patch size {vis.patch_size}")
     if not -vis.num_layers <= vis.feature_layer < vis.num_layers or vis.feature_layer == 0 and vis.num_layers == 0:
         errors.append(f"vision feature layer {vis.feature_layer} out of range for {vis.num_layers} layers")
+    if vis.family not in VISION_FAMILIES:
+        errors.append(f"unknown vision family {vis.family!r} (expected one of {VISION_FAMILIES})")
+    if vis.family == "siglip" and vis.class_token:
+        errors.append("vision family 'siglip' has no class token (class_token must be False)")
+    if vis.activation not in VISION_ACTIVATIONS:
+        errors.append(f"vision activation {vis.activation!r} not supported (expected one of {VISION_ACTIVATIONS})")
+    if vis.feature_select not in FEATURE_SELECT:
+        errors.append(f"vision feature_select {vis.feature_select!r} not supported (expected one of {FEATURE_SELECT})")
     if lm.rope_type not in ROPE_TYPES:
         errors.append(f"rope type {lm.rope_type!r} not supported (expected one of {ROPE_TYPES})")
     if lm.rope_type == "llama3" and not (lm.rope_high_freq_factor > lm.rope_low_freq_factor > 0
@@ -265,3 +314,49 @@ def validate(m: ModelArgs, tensor_model_parallel_size: int = 1, pipeline_model_p
         errors.append(f"unknown model family {lm.family!r} (expected llama or qwen2)")
     if errors:
         raise ValueError("impossible model configuration: " + "; ".join(errors))
+
+
+def parameter_count(m: ModelArgs) -> dict[str, int]:
+    """Parameters of the megatron model of `m` by part, with the LM's true (unpadded) vocabulary.
+
+    Counted from the shapes, so it needs no weights (the 7B presets count in no time); checked against the
+    model megatron-core builds (tiny) and against transformers' LLaVA built on the meta device for the
+    real presets (tests/test_presets.py). Hugging Face has a few more: the tower's unused ``post_layernorm``.
+    """
+    v, lm = m.vision, m.language
+    h, f = v.hidden_size, v.ffn_hidden_size
+    vision = h * 3 * v.patch_size ** 2 + (h if v.patch_bias else 0) + (h if v.class_token else 0)
+    vision += v.num_positions * h + (2 * h if v.pre_layernorm else 0)
+    vision += v.num_layers * (2 * h + 3 * h * h + 3 * h + h * h + h + 2 * h + f * h + f + h * f + h)
+    H, F = lm.hidden_size, lm.ffn_hidden_size
+    projector = h * H + H + H * H + H
+    d = H // lm.num_attention_heads
+    qkv = (lm.num_attention_heads + 2 * lm.num_query_groups) * d
+    layer = H + qkv * H + (qkv if lm.add_qkv_bias else 0) + lm.num_attention_heads * d * H + H + 2 * F * H + F * H
+    language = lm.vocab_size * H + lm.num_layers * layer + H
+    if lm.untie_embeddings_and_output_weights:
+        language += lm.vocab_size * H
+    return {"vision": vision, "projector": projector, "language": language,
+            "total": vision + projector + language}
+
+
+def _print_presets(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m megatron_sicog.model.presets",
+                                description="The model presets with their parameter counts.")
+    p.add_argument("names", nargs="*", help="presets to show (default: all)")
+    a = p.parse_args(argv)
+    unknown = [n for n in a.names if n not in PRESETS]
+    if unknown:
+        p.error(f"unknown preset(s) {unknown}; known: {sorted(PRESETS)}")
+    print(f"{'preset':26} {'vision':>8} {'LM':>8} {'img tok':>7} {'vision':>14} {'projector':>12} "
+          f"{'language':>15} {'total':>15}")
+    for name in a.names or PRESETS:
+        m = PRESETS[name]
+        c = parameter_count(m)
+        print(f"{name:26} {m.vision.family:>8} {m.language.family:>8} {m.vision.num_image_tokens:>7} "
+              f"{c['vision']:>14,} {c['projector']:>12,} {c['language']:>15,} {c['total']:>15,}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_print_presets())

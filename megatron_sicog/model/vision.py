@@ -1,12 +1,18 @@
-"""CLIP-style vision encoder on megatron-core's TransformerBlock.
+"""CLIP- or SigLIP-style vision encoder on megatron-core's TransformerBlock.
 
-patch embedding (conv, no bias) -> [class token] -> + learned positions ->
+CLIP: patch embedding (conv, no bias) -> class token -> + learned positions ->
 pre-LayerNorm -> ViT layers (bidirectional attention, tensor-parallel) ->
-features of layer ``feature_layer`` without the class token.
+features of layer ``feature_layer``.
+SigLIP: patch embedding (conv with bias) -> + learned positions -> ViT layers
+(``gelu_pytorch_tanh`` MLP) -> features of layer ``feature_layer``.
 
-Same computation as Hugging Face ``CLIPVisionModel`` hidden_states[k] as used
-by LLaVA (``vision_feature_select_strategy="default"`` drops the class token),
-so weights convert one to one (see conversion/).
+Same computation as Hugging Face ``CLIPVisionModel`` / ``SiglipVisionModel``
+hidden_states[k] as LLaVA reads them: the layer's output, *before* the
+tower's ``post_layernorm`` (transformers records hidden states with
+``tie_last_hidden_states=False``, so even hidden_states[-1] is un-normed), so
+neither post-LayerNorm has a counterpart here. ``feature_select`` "default"
+drops the first token (CLIP's class token), "full" keeps them all (SigLIP).
+Weights convert one to one (see conversion/).
 """
 from __future__ import annotations
 
@@ -24,12 +30,13 @@ class VisionEncoder(MegatronModule):
         super().__init__(config=config)
         self.args = args
         h = config.hidden_size
-        self.patch_embed = nn.Conv2d(3, h, kernel_size=args.patch_size, stride=args.patch_size, bias=False)
-        self.num_positions = args.num_patches + (1 if args.class_token else 0)
+        self.patch_embed = nn.Conv2d(3, h, kernel_size=args.patch_size, stride=args.patch_size,
+                                     bias=args.patch_bias)
+        self.num_positions = args.num_positions
         self.class_token = nn.Parameter(torch.randn(h) * config.init_method_std) if args.class_token else None
         self.position_embeddings = nn.Embedding(self.num_positions, h)
         nn.init.normal_(self.position_embeddings.weight, std=config.init_method_std)
-        self.pre_layernorm = nn.LayerNorm(h, eps=config.layernorm_epsilon)
+        self.pre_layernorm = nn.LayerNorm(h, eps=config.layernorm_epsilon) if args.pre_layernorm else None
         self.decoder = TransformerBlock(config=config, spec=layer_spec, pre_process=True,
                                         post_process=False, post_layer_norm=False)
         n = args.num_layers
@@ -37,14 +44,15 @@ class VisionEncoder(MegatronModule):
         self.register_buffer("position_ids", torch.arange(self.num_positions), persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """images [n, 3, H, W] (normalised) -> patch features [n, num_patches, hidden]."""
+        """images [n, 3, H, W] (normalised) -> features [n, num_image_tokens, hidden]."""
         x = self.patch_embed(images.to(self.patch_embed.weight.dtype))  # [n, h, gh, gw]
         x = x.flatten(2).transpose(1, 2)  # [n, P, h]
         if self.class_token is not None:
             cls = self.class_token.to(x.dtype).expand(x.shape[0], 1, -1)
             x = torch.cat([cls, x], dim=1)
         x = x + self.position_embeddings(self.position_ids)
-        x = self.pre_layernorm(x)
+        if self.pre_layernorm is not None:
+            x = self.pre_layernorm(x)
         x = x.transpose(0, 1).contiguous()  # megatron layout [s, b, h]
         # LLaVA reads an intermediate layer (hidden_states[-2]): run only the layers
         # that feed it. The unused tail layers keep their weights (for round trips
@@ -52,6 +60,6 @@ class VisionEncoder(MegatronModule):
         for layer in self.decoder.layers[: self.layers_used]:
             x, _ = layer(hidden_states=x, attention_mask=None)
         x = x.transpose(0, 1)  # [n, P(+1), h]
-        if self.class_token is not None:
+        if self.args.feature_select == "default":
             x = x[:, 1:]
         return x

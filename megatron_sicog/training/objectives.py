@@ -38,7 +38,7 @@ def _mock(args, model_args, n: int, seed: int):
     m = model_args
     return MockMultimodalDataset(n, seq_length=args.seq_length, vocab_size=m.language.vocab_size,
                                  image_token_id=m.image_token_id, image_size=m.vision.image_size,
-                                 num_image_tokens=m.vision.num_patches, seed=seed)
+                                 num_image_tokens=m.vision.num_image_tokens, seed=seed)
 
 
 class LMObjective:
@@ -58,7 +58,7 @@ class LMObjective:
         return build_train_valid_datasets(
             args.data_path, seq_length=args.seq_length, seed=args.seed, num_train_samples=num_train,
             num_valid_samples=num_valid if args.eval_iters else 0, split=args.split, pack=args.pack_sequences,
-            image_seq_length=m.vision.num_patches, image_token_id=m.image_token_id)
+            image_seq_length=m.vision.num_image_tokens, image_token_id=m.image_token_id)
 
     def collate(self, sample_collate):
         return sample_collate

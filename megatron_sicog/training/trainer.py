@@ -171,7 +171,7 @@ class Trainer:
         m = self.model_args
         pad = self.tokenizer.pad if self.tokenizer else 0
         return partial(collate, seq_length=self.args.seq_length, image_token_id=m.image_token_id,
-                       num_image_tokens=m.vision.num_patches, pad_id=pad,
+                       num_image_tokens=m.vision.num_image_tokens, pad_id=pad,
                        image_transform=partial(preprocess_images, image_size=m.vision.image_size))
 
     def _build_data(self):
