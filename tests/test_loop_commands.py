@@ -1,0 +1,52 @@
+"""The tiny loop's commands, pinned: commands.sh of a whole run (tools stood in) equals the copy in tests/data.
+
+The pinned copies were written by the loop before its stages became a graph (megatron_sicog/recipe); any
+change to a command the loop runs shows here as a diff. Rewrite them only for an intended change:
+``python -m tests.test_loop_commands --write``.
+"""
+import sys
+from pathlib import Path
+
+import pytest
+
+from megatron_sicog.loop import LoopConfig, TrainPhase
+from tests.loop_recorder import run_recorded
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def _variant_cfg(out: str) -> LoopConfig:
+    """Every branch of the command builders the default leaves out."""
+    return LoopConfig(output_dir=out, nproc=2, sft_align_mix=0.25, repretrain_from="base", benchmark_images=0,
+                      align_template="qwen2", pack_sequences=False, scaling_fractions=(0.5, 1.0),
+                      base=TrainPhase(iters=40, lr=1e-3, vision_lr=2e-4, freeze_projector=True))
+
+
+CASES = {
+    "default": (lambda out: LoopConfig(output_dir=out), {}),
+    "dpo_scaling_rounds2": (lambda out: LoopConfig(output_dir=out), {"dpo": True, "scaling": True, "rounds": 2}),
+    "variant": (_variant_cfg, {"scaling": True}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_commands_equal_the_pinned_copy(case, tmp_path, monkeypatch):
+    make_cfg, kw = CASES[case]
+    text = run_recorded(monkeypatch, make_cfg(str(tmp_path / "out")), **kw)
+    assert text == (DATA / f"loop_commands_{case}.sh").read_text()
+
+
+def _write() -> None:
+    import tempfile
+
+    mp = pytest.MonkeyPatch()
+    try:
+        for case, (make_cfg, kw) in CASES.items():
+            with tempfile.TemporaryDirectory() as d:
+                (DATA / f"loop_commands_{case}.sh").write_text(run_recorded(mp, make_cfg(f"{d}/out"), **kw))
+    finally:
+        mp.undo()
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--write"]:
+    _write()
