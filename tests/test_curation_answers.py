@@ -130,8 +130,10 @@ PHRASINGS = [
     (["25°C", "25 °C", "25 degrees Celsius", "25 ℃"], "25 °c"),
     (["12 square metres", "12 m²", "12 m2", "12 sq m"], "12 m2"),
     (["minus five", "-5", "negative five"], "-5"),
-    (["yes", "Yes.", "Yeah", "yep", "True", "Correct", "Yes, it is."], "yes"),
-    (["no", "No.", "nope", "False", "Incorrect", "No, it isn't."], "no"),
+    (["yes", "Yes.", "Yeah", "yep", "True", "Correct", "Yes, it is.", "Yes it is", "yes there is"], "yes"),
+    (["no", "No.", "nope", "False", "Incorrect", "No, it isn't.", "no it is not", "No there isn't"], "no"),
+    (["2 kg", "2 kg of apples", "two kilograms of flour"], "2 kg"),
+    (["twelve hundred fifty five", "1255", "one thousand two hundred and fifty-five"], "1255"),
     (["3", "three", "3 apples", "three apples"], "3"),
     (["2 m tall", "2 m", "2 metres"], "2 m"),
 ]
@@ -146,6 +148,9 @@ def test_phrasings_of_one_answer_share_a_key(forms, key):
     ("2.5 cm", "2.5 m"), ("2.5 cm", "2.5 kg"), ("2.5 m", "2.5 kg"), ("2 cm", "2 m"), ("50%", "0.5"),
     ("$12", "12 euros"), ("12 mph", "12 km/h"), ("twelve hundred", "12"), ("1/3", "0.333"), ("2-3", "2"),
     ("25 °C", "25 °F"), ("2 in the box", "2 in"),
+    # words that are not one number stay text
+    ("fifty-fifty", "50"), ("fifty-fifty", "100"), ("twenty twelve", "32"), ("one two three", "6"),
+    ("no one", "no"), ("2 of them", "2"),
 ])
 def test_different_quantities_stay_different(a, b):
     assert normalize_answer(a) != normalize_answer(b)

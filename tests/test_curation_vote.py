@@ -188,6 +188,11 @@ def test_parse_options():
     assert parse_options(PET_Q) == {"cat": "a", "dog": "b", "rabbit": "c"}
     assert parse_options(APPLES_Q) == {}
     assert parse_options("Step (B) only") == {}
+    # several options on one line
+    assert parse_options(build_prompt("cot", "Which animal? Options: A. cat B. dog C. red fox")) == {
+        "cat": "a", "dog": "b", "red fox": "c"}
+    assert parse_options("How long is it? A) 2 m, B) 2 cm") == {"2 m": "a", "2 cm": "b"}
+    assert parse_options("Is Mr. A. Smith here?") == {}
 
 
 def test_lexical_closeness_prefers_the_central_candidate():

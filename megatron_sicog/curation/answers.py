@@ -293,7 +293,8 @@ _FRACTION = re.compile(_SIGN + r"(?:(?P<whole>\d+)\s+)?(?P<n>\d+)\s*/\s*(?P<d>\d
 _YES_WORDS = frozenset("yes yeah yep yup true correct affirmative".split())
 _NO_WORDS = frozenset("no nope false incorrect negative".split())
 _YESNO = re.compile(
-    r"^(yes|yeah|yep|yup|true|correct|affirmative|no|nope|false|incorrect|negative)\b(?:\s*[,.;:!-]|\s*$)"
+    r"^(yes|yeah|yep|yup|true|correct|affirmative|no|nope|false|incorrect|negative)\b"
+    r"(?:\s*[,.;:!-]|\s*$|\s+(?:it|there|they|he|she|this|that|i|we|you)\b)"  # "Yes it is", "no there isn't"
 )
 _N_BOXED = re.compile(r"\\boxed\s*\{(.*)\}")
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")
@@ -356,7 +357,11 @@ def _parse_number_words(words: list[str]) -> Optional[tuple[Fraction, int]]:
     while j < len(words):
         w = words[j]
         if w in _SMALL_NUMBERS:
-            current += _SMALL_NUMBERS[w]
+            v = _SMALL_NUMBERS[w]
+            tens = current % 100
+            if current and not (tens == 0 or (tens >= 20 and tens % 10 == 0 and v < 10)):
+                return None  # "fifty fifty", "twenty twelve", "one two three": not one number
+            current += v
         elif w in _MULTIPLIERS:
             current = (current or 1) * _MULTIPLIERS[w]
         elif w in _SCALES:
@@ -412,7 +417,8 @@ def parse_quantity(t: str) -> Optional[tuple[Fraction, Optional[str]]]:
 
     `t` is lower case with articles removed. A currency sign before the number
     is its unit; up to three words after the number and unit that name what
-    was counted ("3 apples", "2 m tall") are allowed and dropped. Returns None
+    was counted ("3 apples", "2 m tall", "2 kg of flour") are allowed and
+    dropped. Number words must form one number ("fifty fifty" is text). Returns None
     for anything else (free text, ranges, times, several quantities).
     """
     words = t.split()
@@ -443,6 +449,8 @@ def parse_quantity(t: str) -> Optional[tuple[Fraction, Optional[str]]]:
         if unit is not None and u != unit:
             return None  # "$5 euros"
         unit, after = u, after[k:]
+        if unit is not None and len(after) in (2, 3) and after[0] == "of":
+            after = after[1:]  # "2 kg of apples": what was measured
     if len(after) > 3 or any(not w.isalpha() or w in _NOT_A_COUNT_NOUN for w in after):
         return None
     if after and unit is None and _match_unit(after[1:])[0] is not None:

@@ -37,17 +37,20 @@ __all__ = ["VoteResult", "parse_options", "candidate_answer", "candidate_answers
 _OPT_PAREN = re.compile(r"\(\s*([A-H])\s*\)\s*([^\n()]+?)\s*(?=\(\s*[A-H]\s*\)|\n|$)")
 # one option per line: "A. cat", "A) cat", "A: cat"
 _OPT_LINE = re.compile(r"^\s*([A-H])\s*[.):]\s+(\S.*?)\s*$", re.MULTILINE)
+# several on one line: "Options: A. cat B. dog C. rabbit", "A) cat, B) dog"
+_OPT_INLINE = re.compile(r"(?:^|(?<=\s))([A-H])[.)]\s+(\S.*?)[\s,;]*(?=\s[A-H][.)]\s|$)", re.MULTILINE)
 
 
 def parse_options(prompt: Optional[str]) -> dict[str, str]:
     """Map normalised option text -> option letter (lower case) for a prompt.
 
-    Needs at least two options lettered consecutively from A; otherwise
+    Options are ``(A) cat (B) dog``, one ``A. cat`` / ``A) cat`` / ``A: cat``
+    per line, or several ``A. cat B. dog`` on one line (tried in that order). Needs at least two options lettered consecutively from A; otherwise
     returns ``{}`` (the prompt has no multiple-choice options).
     """
     if not isinstance(prompt, str) or not prompt:
         return {}
-    for pattern in (_OPT_PAREN, _OPT_LINE):
+    for pattern in (_OPT_PAREN, _OPT_LINE, _OPT_INLINE):
         found: dict[str, str] = {}
         for m in pattern.finditer(prompt):
             found.setdefault(m.group(1).lower(), m.group(2))
