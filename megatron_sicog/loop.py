@@ -1,8 +1,9 @@
-"""The whole SICOG loop, stage by stage, with the project's own command-line tools.
+"""The tiny demo's SICOG loop: its stage graph, run by the local runner, and the results read back.
 
-Every stage is the command a user would type (printed, and collected in
-``<output>/commands.sh``); its output is checked and a marker written, so an
-interrupted loop resumes at the first unfinished stage.
+``Loop.graph()`` is the whole demo as data (megatron_sicog/recipe: every stage one command-line tool, its
+inputs and outputs); ``LocalRunner`` runs it (each command printed and collected in
+``<output>/commands.sh``, a marker per finished stage, so an interrupted loop resumes at the first
+unfinished stage); ``Loop.results()`` reads the scores back.
 
     data        tools/make_synthetic_data.py   align / seed / unlabelled / eval splits
     tokenizer   tools/train_tokenizer.py       SentencePiece on align + seed text only
@@ -34,32 +35,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import shlex
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 from megatron_sicog.io import atomic_write_json, iter_records, write_jsonl_atomic
+from megatron_sicog.recipe import stages
+from megatron_sicog.recipe.graph import Member, Stage, Step
+from megatron_sicog.recipe.local import LocalRunner, StageFailed  # noqa: F401  (StageFailed: the loop's error)
+from megatron_sicog.recipe.stages import TrainPhase, Tools, blend
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-@dataclass
-class TrainPhase:
-    iters: int
-    lr: float
-    global_batch_size: int = 8
-    micro_batch_size: int = 8
-    warmup: int = 10
-    min_lr_ratio: float = 0.1
-    # LLaVA-style freezing (--freeze-vision / --freeze-projector) for this phase
-    freeze_vision: bool = False
-    freeze_projector: bool = False
-    vision_lr: Optional[float] = None  # --vision-lr: the vision encoder's own peak lr (default: lr)
 
 
 @dataclass
@@ -96,6 +83,9 @@ class LoopConfig:
     # where stage 3 starts: "base" (the paper: re-pretrain the base model, then the final SFT)
     # or "stage1" (cheaper: the stage-1 weights, then a short SFT)
     repretrain_from: str = "stage1"
+    # share of the curated data in the re-pretraining blend, the rest alignment captions (1.0: curated only,
+    # the SLURM round's default, megatron_sicog/recipe/round.py)
+    repretrain_curated_mix: float = 0.5
     # share of plain alignment captions blended into every seed fine-tuning (stage 1 and the final SFT
     # of sicog and baseline alike), as LLaVA's SFT mixes tasks: keeps the base's perception in stage 1
     sft_align_mix: float = 0.0
@@ -138,10 +128,14 @@ class LoopConfig:
     def __post_init__(self) -> None:
         if self.repretrain_from not in ("base", "stage1"):
             raise ValueError(f"repretrain_from must be 'base' or 'stage1', not {self.repretrain_from!r}")
+        if not 0.0 < self.repretrain_curated_mix <= 1.0:
+            raise ValueError(f"repretrain_curated_mix must be in (0, 1], not {self.repretrain_curated_mix!r}")
 
 
-class StageFailed(RuntimeError):
-    pass
+def num_image_tokens(preset: str) -> int:
+    from megatron_sicog.model.presets import PRESETS
+
+    return PRESETS[preset].vision.num_image_tokens
 
 
 class Loop:
@@ -159,271 +153,87 @@ class Loop:
             (self.out / sub).mkdir(parents=True, exist_ok=True)
         self.data = self.out / "data"
         self.tok = self.out / "tokenizer" / "sp.model"
-        self.py = sys.executable
-        self.timings: dict[str, float] = {}
-        self.metrics: dict[str, dict] = {}  # tools/evaluate.py output per evaluated model
-        self.benchmarks: dict[str, dict] = {}  # tools/evaluate_benchmarks.py results per evaluated model
-        self.commands = self.out / "commands.sh"
-        if not self.commands.exists():
-            self.commands.write_text("#!/usr/bin/env bash\n# Every command of the SICOG loop, in order "
-                                     "(run from the repository root).\nset -euo pipefail\n")
-
-    # -- running one stage ------------------------------------------------------
-    def run(self, name: str, cmd: list[str], nproc: int = 1) -> None:
-        marker = self.out / ".done" / name
-        if nproc > 1:
-            cmd = [self.py, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc), *cmd[1:]]
-        text = " ".join(shlex.quote(str(c)) for c in cmd)
-        if marker.exists():
-            print(f"[skip] {name} (done)", flush=True)
-            return
-        print(f"\n[{name}] $ {text}", flush=True)
-        with open(self.commands, "a") as f:
-            f.write(f"\n# {name}\n{text}\n")
-        log = self.out / "logs" / f"{name}.log"
-        t0 = time.perf_counter()
-        env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"),
-                   HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-        with open(log, "w") as lf:
-            proc = subprocess.run([str(c) for c in cmd], cwd=REPO, env=env, stdout=lf, stderr=subprocess.STDOUT)
-        dt = time.perf_counter() - t0
-        self.timings[name] = dt
-        tail = log.read_text().splitlines()[-6:]
-        summary = [ln for ln in tail if ln.strip() and "it/s" not in ln and "%|" not in ln][-2:]
-        for ln in summary:
-            print(f"    {ln.strip()[:220]}", flush=True)
-        if proc.returncode != 0:
-            raise StageFailed(f"stage {name} failed (exit {proc.returncode}); see {log}:\n" + "\n".join(tail))
-        print(f"    {name} done in {dt:.1f}s", flush=True)
-        marker.write_text(f"{dt:.3f}\n")
-
-    def train(self, name: str, stage: str, phase: TrainPhase, data_path: list[str], init: Optional[Path]) -> Path:
-        c = self.cfg
-        save = self.out / "ckpt" / name
-        cmd = [self.py, "pretrain_sicog.py", "--stage", stage, "--model-preset", c.model_preset,
-               "--micro-batch-size", phase.micro_batch_size, "--global-batch-size", phase.global_batch_size,
-               "--seq-length", c.seq_length, "--lr", phase.lr, "--min-lr", phase.lr * phase.min_lr_ratio,
-               "--lr-decay-style", "cosine", "--lr-warmup-iters", phase.warmup, "--train-iters", phase.iters,
-               "--weight-decay", "0.0", "--clip-grad", "1.0", "--seed", c.seed,
-               "--data-path", *data_path, "--split", "100,0,0",
-               "--tokenizer-type", "SentencePieceTokenizer", "--tokenizer-model", self.tok,
-               "--chat-template", c.chat_template, "--image-root", self.data,
-               "--save", save, "--load", save, "--save-interval", max(50, phase.iters // 2),
-               "--log-interval", max(1, phase.iters // 10), "--log-json", self.out / "logs" / f"{name}.jsonl"]
-        if init is not None:
-            cmd += ["--pretrained-checkpoint", init]
-        if phase.freeze_vision:
-            cmd += ["--freeze-vision"]
-        if phase.freeze_projector:
-            cmd += ["--freeze-projector"]
-        if phase.vision_lr is not None:  # a frozen ViT has no parameter group: the flag is then inert
-            cmd += ["--vision-lr", phase.vision_lr]
-        if c.pack_sequences and stage != "dpo":
-            cmd += ["--pack-sequences"]
-        if stage == "dpo":
-            cmd += ["--dpo-beta", c.dpo_beta]
-        self.run(f"train_{name}", [str(x) for x in cmd], nproc=c.nproc)
-        return save
-
-    def preprocess(self, name: str, inputs: list[Path], template: str, *flags: str) -> str:
-        c = self.cfg
-        prefix = self.out / "idx" / name
-        self.run(f"preprocess_{name}", [
-            self.py, "tools/preprocess_data.py", "--input", *map(str, inputs), "--image-root", str(self.data),
-            "--tokenizer-type", "SentencePieceTokenizer", "--tokenizer-model", str(self.tok),
-            "--chat-template", template, "--output-prefix", str(prefix), "--seq-length", str(c.seq_length),
-            "--image-seq-length", str(self._num_patches()), "--overlong", "drop", "--workers", "0",
-            "--no-progress", "--overwrite", *flags])  # a stage without its marker is redone whole
-        return str(prefix)
-
-    def generate(self, name: str, ckpt: Path, inputs: Path, mode: str, n: int, temperature: float,
-                 max_new: int, micro_batch: int) -> Path:
-        c = self.cfg
-        out = self.out / "gen" / f"{name}.jsonl"
-        self.run(f"generate_{name}", [
-            self.py, "tools/generate_candidates.py", "--load", str(ckpt), "--input", str(inputs),
-            "--image-root", str(self.data), "--mode", mode, "--num-candidates", str(n),
-            "--temperature", str(temperature), "--top-p", str(c.top_p), "--max-new-tokens", str(max_new),
-            "--micro-batch-size", str(micro_batch), "--seed", str(c.seed),
-            "--tokenizer-type", "SentencePieceTokenizer", "--tokenizer-model", str(self.tok),
-            "--chat-template", c.chat_template, "--output", str(out), "--resume", "--no-progress"])
-        return out
-
-    def _num_patches(self) -> int:
-        from megatron_sicog.model.presets import PRESETS
-
-        return PRESETS[self.cfg.model_preset].vision.num_image_tokens
-
-    # -- the loop -----------------------------------------------------------------
-    def data_and_tokenizer(self) -> None:
-        c = self.cfg
-        self.run("data", [self.py, "tools/make_synthetic_data.py", "--output-dir", str(self.data), "--seed", str(c.seed),
-                          "--image-size", str(c.image_size), "--max-objects", str(c.max_objects),
-                          "--num-align", str(c.num_align), "--num-seed", str(c.num_seed),
-                          "--num-unlabelled", str(c.num_unlabelled), "--num-eval", str(c.num_eval),
-                          "--unlabelled-questions-per-image", str(c.unlabelled_questions_per_image)])
-        self.run("tokenizer", [self.py, "tools/train_tokenizer.py", "--input", str(self.data / "align.jsonl"),
-                               str(self.data / "seed.jsonl"), "--output-prefix", str(self.tok.with_suffix("")),
-                               "--vocab-size", str(c.tokenizer_vocab)])
-        if c.benchmark_images:
-            self.run("benchmark_exports", [self.py, "tools/make_benchmark_exports.py", "--eval",
-                                           str(self.data / "eval.jsonl"), "--image-root", str(self.data),
-                                           "--output-dir", str(self.data / "benchmarks"),
-                                           "--num-images", str(c.benchmark_images), "--seed", str(c.seed)])
-
-    def stage2(self, model: Path, tag: str = "") -> tuple[Path, Path]:
-        """Candidates on the unlabelled split + self-consistency curation."""
-        c = self.cfg
-        caps = self.generate(f"cod{tag}", model, self.data / "unlabelled_images.jsonl", "cod", c.num_candidates,
-                             c.temperature, c.max_new_tokens_cod, c.generation_micro_batch)
-        qas = self.generate(f"cot{tag}", model, self.data / "unlabelled_questions.jsonl", "cot", c.num_candidates,
-                            c.temperature, c.max_new_tokens_cot, c.generation_micro_batch)
-        curated = self.out / "gen" / f"curated{tag}.jsonl"
-        pairs = self.out / "gen" / f"pairs{tag}.jsonl"
-        self.run(f"curate{tag}", [
-            self.py, "tools/curate.py", "--input", str(caps), str(qas), "--output", str(curated),
-            "--preference-output", str(pairs), "--report-dir", str(self.out / f"curation{tag}"),
-            "--scorer", c.scorer, "--caption-threshold", str(c.caption_threshold),
-            "--reasoning-threshold", str(c.reasoning_threshold), "--seed", str(c.seed), "--overwrite",
+        self.runner = LocalRunner(self.out)
+        self.commands = self.runner.commands
+        c = cfg
+        self.tools = Tools(out=self.out, image_root=str(self.data), tokenizer_model=str(self.tok),
+                           chat_template=c.chat_template, seq_length=c.seq_length, seed=c.seed,
+                           model_preset=c.model_preset, image_seq_length=num_image_tokens(c.model_preset),
+                           nproc=c.nproc, pack_sequences=c.pack_sequences, dpo_beta=c.dpo_beta, top_p=c.top_p)
+        self.curation = stages.Curation(
+            scorer=c.scorer, caption_threshold=c.caption_threshold, reasoning_threshold=c.reasoning_threshold,
             # decontamination: no held-out image may enter the curated data (images only: the tiny
             # world's questions are templates shared by every split); the report counts the drops
-            "--exclude", str(self.data / "eval.jsonl"), "--image-root", str(self.data),
-            "--exclude-match", "image"])
-        return curated, pairs
+            exclude=(str(self.data / "eval.jsonl"),), exclude_match=("image",))
 
-    def evaluate(self, name: str, ckpt: Path) -> dict:
-        c = self.cfg
-        caps_in, qas_in = self._eval_inputs()
-        caps = self.generate(f"eval_{name}_cod", ckpt, caps_in, "cod", 1, 0.0, c.max_new_tokens_cod, c.eval_micro_batch)
-        qas = self.generate(f"eval_{name}_cot", ckpt, qas_in, "cot", 1, 0.0, c.max_new_tokens_cot, c.eval_micro_batch)
-        preds = self.out / "eval" / f"{name}.predictions.jsonl"
-        rows = []
-        for path, task in ((caps, "caption"), (qas, "reasoning")):
-            for _, rec in iter_records(path):
-                cands = rec.get("candidates") or [""]
-                rows.append({"id": rec["id"], "task": task, "prediction": cands[0]})
-        write_jsonl_atomic(preds, rows)
-        metrics = self.out / "eval" / f"{name}.metrics.json"
-        self.run(f"score_{name}", [self.py, "tools/evaluate.py", "--predictions", str(preds),
-                                   "--ground-truth", str(self.data / "eval.jsonl"), "--output", str(metrics)])
-        m = self.metrics[name] = json.loads(metrics.read_text())
-        if c.benchmark_images:
-            self.benchmarks[name] = self.benchmark(name, ckpt)
-        return {"accuracy": m["reasoning"]["accuracy"], "caption_score": m["caption"]["f1"]}
+    @property
+    def timings(self) -> dict[str, float]:
+        return self.runner.timings
 
-    def benchmark(self, name: str, ckpt: Path) -> dict:
-        """The standard-benchmark tool on the exports: the structured-CoT prompt over the bare question (the
-        demo's models learnt that prompt and never saw lettered options; replies match options by text)."""
-        c, out, bench = self.cfg, self.out / "eval" / f"benchmarks_{name}", self.data / "benchmarks"
-        self.run(f"benchmarks_{name}", [
-            self.py, "tools/evaluate_benchmarks.py", "--load", str(ckpt),
-            "--benchmark", f"MMBench_tiny={bench / 'MMBench_tiny.tsv'}", "--benchmark",
-            f"POPE_tiny={bench / 'POPE_tiny.jsonl'}", "--image-root", str(self.data), "--mode", "cot-open",
-            "--max-new-tokens", str(c.max_new_tokens_cot), "--micro-batch-size", str(c.eval_micro_batch),
-            "--tokenizer-type", "SentencePieceTokenizer", "--tokenizer-model", str(self.tok),
-            "--chat-template", c.chat_template, "--output-dir", str(out), "--overwrite", "--no-progress"])
-        return json.loads((out / "results.json").read_text())
-
-    def _eval_inputs(self) -> tuple[Path, Path]:
-        caps, qas = self.out / "eval" / "inputs_caption.jsonl", self.out / "eval" / "inputs_reasoning.jsonl"
-        if not caps.exists() or not qas.exists():
-            c_rows, q_rows = [], []
-            for _, rec in iter_records(self.data / "eval.jsonl"):
-                c_rows.append({"id": rec["id"], "image": rec["image"]})
-                for q in rec.get("questions", []):
-                    q_rows.append({"id": q["id"], "image": rec["image"], "question": q["question"]})
-            write_jsonl_atomic(caps, c_rows)
-            write_jsonl_atomic(qas, q_rows)
-        return caps, qas
-
-    def subset(self, curated: Path, fraction: float) -> Path:
-        rows = [r for _, r in iter_records(curated) if isinstance(r, dict)]
-        keep = rows[: max(1, int(round(len(rows) * fraction)))]
-        out = self.out / "gen" / f"curated_{int(fraction * 100)}pct.jsonl"
-        write_jsonl_atomic(out, keep)
-        return out
+    # -- the graph ----------------------------------------------------------------------
+    def graph(self) -> list[Member]:
+        """Every stage of the demo, in the order the local runner runs them."""
+        return _Recipe(self).build()
 
     def execute(self) -> dict:
-        c, t0 = self.cfg, time.perf_counter()
-        self.data_and_tokenizer()
-        align = self.preprocess("align", [self.data / "align.jsonl"], c.align_template)
-        seed = self.preprocess("seed", [self.data / "seed.jsonl"], c.chat_template)
+        t0 = time.perf_counter()
+        self.runner.run_all(self.graph())
+        return self.results(t0)
 
-        base = self.train("base", "pretrain", c.base, [align], None)
-        seed_blend = self.seed_blend(seed, align)
-        stage1 = self.train("stage1", "sft", c.sft, seed_blend, base)
-        results = {}
-        curated, pairs = self.stage2(stage1)
-        generator = stage1
-        if self.dpo:  # the DPO variant: preference pairs from the stage-1 model's own votes, then sample again
-            pairs_idx = self.preprocess("pairs", [pairs], c.chat_template, "--preference")
-            generator = self.train("stage1_dpo", "dpo", c.dpo, [pairs_idx], stage1)
-            curated, _ = self.stage2(generator, tag="_dpo")
-        cur_idx = self.preprocess("curated", [curated], c.chat_template)
+    # -- reading the results back -----------------------------------------------------------
+    def models(self) -> list[str]:
+        """The evaluated models of round 1 (the table's rows before later rounds)."""
+        return ["base", "stage1", "sicog", "baseline"] + (["stage1_dpo"] if self.dpo else [])
 
-        # the SICOG model: re-pretraining on self-generated data (+ the alignment data), then fine-tuning
-        start = base if c.repretrain_from == "base" else stage1
-        sicog_pt = self.train("sicog_pretrain", "pretrain", c.repretrain, ["0.5", align, "0.5", cur_idx], start)
-        sicog = self.train("sicog", "sft", c.final_sft, seed_blend, sicog_pt)
-        # the paper's comparison: the same recipe and iterations without the self-generated data
-        baseline_pt = self.train("baseline_pretrain", "pretrain", c.repretrain, [align], start)
-        baseline = self.train("baseline", "sft", c.final_sft, seed_blend, baseline_pt)
+    def metrics(self, name: str) -> dict:
+        """tools/evaluate.py's output for one evaluated model."""
+        return json.loads((self.out / "eval" / f"{name}.metrics.json").read_text())
 
-        models = {"base": base, "stage1": stage1, "sicog": sicog, "baseline": baseline}
-        if self.dpo:
-            models["stage1_dpo"] = generator
-        for name, ckpt in models.items():
-            results[name] = self.evaluate(name, ckpt)
+    def scores(self, name: str) -> dict:
+        m = self.metrics(name)
+        return {"accuracy": m["reasoning"]["accuracy"], "caption_score": m["caption"]["f1"]}
 
-        if self.benchmarks:
-            results["benchmarks"] = dict(self.benchmarks)
+    def benchmark_results(self, name: str) -> dict:
+        return json.loads((self.out / "eval" / f"benchmarks_{name}" / "results.json").read_text())
+
+    def results(self, t0: float) -> dict:
+        c = self.cfg
+        results: dict = {name: self.scores(name) for name in self.models()}
+        if c.benchmark_images:
+            results["benchmarks"] = {name: self.benchmark_results(name) for name in self.models()}
         results["comparisons"] = self.comparisons([("stage1", "sicog"), ("baseline", "sicog"),
                                                    ("stage1", "baseline")])
-        if self.scaling:
-            results["scaling"] = self.scaling_curve(curated, align, seed, start, results["baseline"])
         gen_tag = "_dpo" if self.dpo else ""
+        curated = self.out / "gen" / f"curated{gen_tag}.jsonl"
+        if self.scaling:
+            results["scaling"] = [{"fraction": 0.0, "curated_samples": 0, **results["baseline"]}] + [
+                {"fraction": frac, "curated_samples": _count_records(
+                    self.out / "gen" / f"curated{tag}.jsonl" if tag else curated), **self.scores(f"sicog{tag}")}
+                for frac, tag in _scaling_tags(c.scaling_fractions)]
         results.update(self.curation_counts(curated, gen_tag))
         results["self_generated_quality"] = self.self_generated_quality(curated, gen_tag)
+        names = list(self.models())
         if self.rounds > 1:
-            results["rounds"] = self.later_rounds(sicog, baseline, align, seed_blend, results)
-            models.update({f"{m}_r{r['round']}": None for r in results["rounds"] for m in ("sicog", "baseline")})
-        for name in models:
+            rounds = []
+            for r in range(2, self.rounds + 1):
+                tag, prev = f"_r{r}", ("sicog" if r == 2 else f"sicog_r{r - 1}")
+                for name in (f"sicog{tag}", f"baseline{tag}"):
+                    results[name] = self.scores(name)
+                cmp = self.comparisons([(f"baseline{tag}", f"sicog{tag}"), (prev, f"sicog{tag}")])
+                results["comparisons"].update(cmp)
+                cur = self.out / "gen" / f"curated{tag}.jsonl"
+                rounds.append({"round": r, "generator": prev, **self.curation_counts(cur, tag),
+                               "self_generated_quality": self.self_generated_quality(cur, tag),
+                               "sicog": results[f"sicog{tag}"], "baseline": results[f"baseline{tag}"],
+                               "comparisons": cmp})
+                names += [f"sicog{tag}", f"baseline{tag}"]
+            results["rounds"] = rounds
+        for name in names:
             results[name]["step_consistency"] = self.step_consistency(name)
         results["seconds"] = round(time.perf_counter() - t0, 1)
         results["stage_seconds"] = {k: round(v, 1) for k, v in self.timings.items()}
         results["config"] = dataclasses.asdict(c)
         return results
-
-    def later_rounds(self, sicog: Path, baseline: Path, align: str, seed_blend: list[str], results: dict) -> list:
-        """Rounds 2..N: the previous round's SICOG model samples and curates again; its re-pretraining
-        (same recipe, from the previous SICOG model) uses the new curated set, and the baseline chain
-        continues from the previous baseline on the alignment data only, at equal iterations."""
-        c, rounds = self.cfg, []
-        prev_sicog, prev_baseline, prev_name = sicog, baseline, "sicog"
-        for r in range(2, self.rounds + 1):
-            tag = f"_r{r}"
-            curated, _ = self.stage2(prev_sicog, tag=tag)
-            cur_idx = self.preprocess(f"curated{tag}", [curated], c.chat_template)
-            s_pt = self.train(f"sicog_pretrain{tag}", "pretrain", c.repretrain, ["0.5", align, "0.5", cur_idx],
-                              prev_sicog)
-            s_model = self.train(f"sicog{tag}", "sft", c.final_sft, seed_blend, s_pt)
-            b_pt = self.train(f"baseline_pretrain{tag}", "pretrain", c.repretrain, [align], prev_baseline)
-            b_model = self.train(f"baseline{tag}", "sft", c.final_sft, seed_blend, b_pt)
-            for name, ckpt in ((f"sicog{tag}", s_model), (f"baseline{tag}", b_model)):
-                results[name] = self.evaluate(name, ckpt)
-            cmp = self.comparisons([(f"baseline{tag}", f"sicog{tag}"), (prev_name, f"sicog{tag}")])
-            results["comparisons"].update(cmp)
-            rounds.append({"round": r, "generator": prev_name, **self.curation_counts(curated, tag),
-                           "self_generated_quality": self.self_generated_quality(curated, tag),
-                           "sicog": results[f"sicog{tag}"], "baseline": results[f"baseline{tag}"],
-                           "comparisons": cmp})
-            prev_sicog, prev_baseline, prev_name = s_model, b_model, f"sicog{tag}"
-        return rounds
-
-    def seed_blend(self, seed: str, align: str) -> list[str]:
-        """The data path of a seed fine-tuning: the seed, or a weighted blend with the align captions."""
-        m = self.cfg.sft_align_mix
-        return [seed] if m <= 0 else [str(1.0 - m), seed, str(m), align]
 
     def comparisons(self, pairs: list[tuple[str, str]]) -> dict:
         """Paired bootstrap (items resampled) of B - A for answer accuracy and caption F1."""
@@ -431,26 +241,10 @@ class Loop:
 
         out = {}
         for a, b in pairs:
-            ma, mb = self.metrics[a], self.metrics[b]
+            ma, mb = self.metrics(a), self.metrics(b)
             out[f"{b}-{a}"] = {"accuracy": paired_bootstrap(ma, mb, "reasoning", seed=self.cfg.seed),
                                "caption_score": paired_bootstrap(ma, mb, "caption", seed=self.cfg.seed)}
         return out
-
-    def scaling_curve(self, curated: Path, align: str, seed: str, start: Path, zero: dict) -> list[dict]:
-        """Re-pretraining on growing shares of the curated data (from the same start as sicog)."""
-        c = self.cfg
-        points = [{"fraction": 0.0, "curated_samples": 0, **zero}]
-        for frac in c.scaling_fractions:
-            if frac >= 1.0:
-                tag, idx = "", self.out / "idx" / "curated"
-            else:
-                tag = f"_{int(frac * 100)}pct"
-                idx = self.preprocess(f"curated{tag}", [self.subset(curated, frac)], c.chat_template)
-            pt = self.train(f"sicog_pretrain{tag}", "pretrain", c.repretrain, ["0.5", align, "0.5", str(idx)], start)
-            model = self.train(f"sicog{tag}", "sft", c.final_sft, self.seed_blend(seed, align), pt)
-            n = sum(1 for _ in iter_records(self.subset(curated, frac) if frac < 1.0 else curated))
-            points.append({"fraction": frac, "curated_samples": n, **self.evaluate(f"sicog{tag}", model)})
-        return points
 
     def self_generated_quality(self, curated: Path, tag: str = "") -> dict:
         """(Analysis only, after training) the candidates and the curated set against the hidden truth."""
@@ -493,6 +287,185 @@ class Loop:
         return {"curated_samples": n_curated, "candidates": candidates,
                 "curated_reasoning_samples": n_reasoning,
                 "curated_reasoning_pseudo_label_accuracy": (n_correct / n_reasoning) if n_reasoning else None}
+
+
+def _scaling_tags(fractions) -> list[tuple[float, str]]:
+    """(fraction, tag) of each scaling point: ``_25pct`` for 25 %, "" (the sicog model itself) for 100 %."""
+    return [(f, "" if f >= 1.0 else f"_{int(f * 100)}pct") for f in fractions]
+
+
+def _count_records(path: Path) -> int:
+    return sum(1 for _ in iter_records(path))
+
+
+class _Recipe:
+    """Builds the demo's graph: the members in run order, each stage named once."""
+
+    def __init__(self, loop: Loop):
+        self.loop, self.cfg, self.t, self.g = loop, loop.cfg, loop.tools, []
+        self.names: set[str] = set()
+
+    def add(self, m: Member) -> Member:
+        if m.name not in self.names:  # the scaling curve's 100 % point is the sicog model itself
+            self.names.add(m.name)
+            self.g.append(m)
+        return m
+
+    def ckpt(self, s: Stage) -> str:
+        return s.outputs[0]
+
+    def build(self) -> list[Member]:
+        c, t, loop, data = self.cfg, self.t, self.loop, self.loop.data
+        self.data_and_tokenizer()
+        align = self.add(stages.preprocess(t, "align", [str(data / "align.jsonl")], c.align_template)).outputs[0]
+        seed = self.add(stages.preprocess(t, "seed", [str(data / "seed.jsonl")], c.chat_template)).outputs[0]
+        base = self.ckpt(self.add(stages.train(t, "base", "pretrain", c.base, [align], None)))
+        seed_blend = blend([(1.0 - c.sft_align_mix, seed), (c.sft_align_mix, align)])
+        stage1 = self.ckpt(self.add(stages.train(t, "stage1", "sft", c.sft, seed_blend, base)))
+        pairs = self.stage2(stage1, "")
+        generator, gen_tag = stage1, ""
+        if loop.dpo:  # the DPO variant: preference pairs from the stage-1 model's own votes, then sample again
+            pairs_idx = self.add(stages.preprocess(t, "pairs", [pairs], c.chat_template, "--preference")).outputs[0]
+            generator = self.ckpt(self.add(stages.train(t, "stage1_dpo", "dpo", c.dpo, [pairs_idx], stage1)))
+            gen_tag = "_dpo"
+            self.stage2(generator, gen_tag)
+        curated = str(loop.out / "gen" / f"curated{gen_tag}.jsonl")
+        # the SICOG model: re-pretraining on self-generated data (+ the alignment data), then fine-tuning
+        start = base if c.repretrain_from == "base" else stage1
+        sicog = self.sicog("", curated, align, seed_blend, start)
+        # the paper's comparison: the same recipe and iterations without the self-generated data
+        baseline = self.baseline("", align, seed_blend, start)
+        models = {"base": base, "stage1": stage1, "sicog": sicog, "baseline": baseline}
+        if loop.dpo:
+            models["stage1_dpo"] = generator
+        self.eval_inputs()
+        for name, ckpt in models.items():
+            self.evaluation(name, ckpt)
+        if loop.scaling:  # re-pretraining on growing shares of the curated data (from the same start as sicog)
+            for frac, tag in _scaling_tags(c.scaling_fractions):
+                subset = curated
+                if tag:
+                    subset = str(loop.out / "gen" / f"curated{tag}.jsonl")
+                    self.add(Step(f"subset{tag}", "megatron_sicog.loop:write_subset",
+                                  {"curated": curated, "fraction": frac, "output": subset},
+                                  inputs=(curated,), outputs=(subset,)))
+                self.evaluation(f"sicog{tag}", self.sicog(tag, subset, align, seed_blend, start))
+        prev_sicog, prev_baseline = sicog, baseline
+        for r in range(2, loop.rounds + 1):  # the previous round's SICOG model samples, curates, re-pretrains
+            tag = f"_r{r}"
+            self.stage2(prev_sicog, tag)
+            s_model = self.sicog(tag, str(loop.out / "gen" / f"curated{tag}.jsonl"), align, seed_blend, prev_sicog)
+            b_model = self.baseline(tag, align, seed_blend, prev_baseline)  # continues on align only
+            self.evaluation(f"sicog{tag}", s_model)
+            self.evaluation(f"baseline{tag}", b_model)
+            prev_sicog, prev_baseline = s_model, b_model
+        return self.g
+
+    def data_and_tokenizer(self) -> None:
+        c, data, tok = self.cfg, self.loop.data, self.loop.tok
+        self.add(Stage("data", "tools/make_synthetic_data.py", tuple(map(str, (
+            "--output-dir", data, "--seed", c.seed, "--image-size", c.image_size, "--max-objects", c.max_objects,
+            "--num-align", c.num_align, "--num-seed", c.num_seed, "--num-unlabelled", c.num_unlabelled,
+            "--num-eval", c.num_eval, "--unlabelled-questions-per-image", c.unlabelled_questions_per_image))),
+            outputs=(str(data),)))
+        self.add(Stage("tokenizer", "tools/train_tokenizer.py", (
+            "--input", str(data / "align.jsonl"), str(data / "seed.jsonl"), "--output-prefix",
+            str(tok.with_suffix("")), "--vocab-size", str(c.tokenizer_vocab)),
+            inputs=(str(data / "align.jsonl"), str(data / "seed.jsonl")), outputs=(str(tok),)))
+        if c.benchmark_images:
+            self.add(Stage("benchmark_exports", "tools/make_benchmark_exports.py", (
+                "--eval", str(data / "eval.jsonl"), "--image-root", str(data), "--output-dir",
+                str(data / "benchmarks"), "--num-images", str(c.benchmark_images), "--seed", str(c.seed)),
+                inputs=(str(data / "eval.jsonl"),), outputs=(str(data / "benchmarks"),)))
+
+    def stage2(self, model: str, tag: str) -> str:
+        """Candidates on the unlabelled split + self-consistency curation; returns the pairs file."""
+        c, t, data = self.cfg, self.t, self.loop.data
+        caps = self.add(stages.generate(t, f"cod{tag}", model, str(data / "unlabelled_images.jsonl"), "cod",
+                                        c.num_candidates, c.temperature, c.max_new_tokens_cod,
+                                        c.generation_micro_batch)).outputs[0]
+        qas = self.add(stages.generate(t, f"cot{tag}", model, str(data / "unlabelled_questions.jsonl"), "cot",
+                                       c.num_candidates, c.temperature, c.max_new_tokens_cot,
+                                       c.generation_micro_batch)).outputs[0]
+        return self.add(stages.curate(t, tag, [caps, qas], self.loop.curation)).outputs[1]
+
+    def sicog(self, tag: str, curated: str, align: str, seed_blend: list[str], start: str) -> str:
+        c, t = self.cfg, self.t
+        cur_idx = self.add(stages.preprocess(t, f"curated{tag}", [curated], c.chat_template)).outputs[0]
+        data = blend([(1.0 - c.repretrain_curated_mix, align), (c.repretrain_curated_mix, cur_idx)])
+        pt = self.ckpt(self.add(stages.train(t, f"sicog_pretrain{tag}", "pretrain", c.repretrain, data, start)))
+        return self.ckpt(self.add(stages.train(t, f"sicog{tag}", "sft", c.final_sft, seed_blend, pt)))
+
+    def baseline(self, tag: str, align: str, seed_blend: list[str], start: str) -> str:
+        c, t = self.cfg, self.t
+        pt = self.ckpt(self.add(stages.train(t, f"baseline_pretrain{tag}", "pretrain", c.repretrain, [align], start)))
+        return self.ckpt(self.add(stages.train(t, f"baseline{tag}", "sft", c.final_sft, seed_blend, pt)))
+
+    def eval_inputs(self) -> None:
+        out, data = self.loop.out / "eval", self.loop.data
+        self.add(Step("eval_inputs", "megatron_sicog.loop:write_eval_inputs",
+                      {"eval_file": str(data / "eval.jsonl"), "captions": str(out / "inputs_caption.jsonl"),
+                       "questions": str(out / "inputs_reasoning.jsonl")},
+                      inputs=(str(data / "eval.jsonl"),),
+                      outputs=(str(out / "inputs_caption.jsonl"), str(out / "inputs_reasoning.jsonl"))))
+
+    def evaluation(self, name: str, ckpt: str) -> None:
+        """Greedy CoD captions and CoT answers on the held-out split, scored; the benchmark exports."""
+        c, t, out, data = self.cfg, self.t, self.loop.out, self.loop.data
+        caps = self.add(stages.generate(t, f"eval_{name}_cod", ckpt, str(out / "eval" / "inputs_caption.jsonl"),
+                                        "cod", 1, 0.0, c.max_new_tokens_cod, c.eval_micro_batch)).outputs[0]
+        qas = self.add(stages.generate(t, f"eval_{name}_cot", ckpt, str(out / "eval" / "inputs_reasoning.jsonl"),
+                                       "cot", 1, 0.0, c.max_new_tokens_cot, c.eval_micro_batch)).outputs[0]
+        preds, metrics = str(out / "eval" / f"{name}.predictions.jsonl"), str(out / "eval" / f"{name}.metrics.json")
+        self.add(Step(f"predictions_{name}", "megatron_sicog.loop:write_predictions",
+                      {"captions": caps, "answers": qas, "output": preds}, inputs=(caps, qas), outputs=(preds,)))
+        self.add(Stage(f"score_{name}", "tools/evaluate.py", (
+            "--predictions", preds, "--ground-truth", str(data / "eval.jsonl"), "--output", metrics),
+            inputs=(preds, str(data / "eval.jsonl")), outputs=(metrics,)))
+        if c.benchmark_images:
+            self.benchmark(name, ckpt)
+
+    def benchmark(self, name: str, ckpt: str) -> None:
+        """The standard-benchmark tool on the exports: the structured-CoT prompt over the bare question (the
+        demo's models learnt that prompt and never saw lettered options; replies match options by text)."""
+        c, t = self.cfg, self.t
+        out, bench = self.loop.out / "eval" / f"benchmarks_{name}", self.loop.data / "benchmarks"
+        self.add(Stage(f"benchmarks_{name}", "tools/evaluate_benchmarks.py", (
+            "--load", str(ckpt), "--benchmark", f"MMBench_tiny={bench / 'MMBench_tiny.tsv'}", "--benchmark",
+            f"POPE_tiny={bench / 'POPE_tiny.jsonl'}", "--image-root", t.image_root, "--mode", "cot-open",
+            "--max-new-tokens", str(c.max_new_tokens_cot), "--micro-batch-size", str(c.eval_micro_batch),
+            *t.tokenizer(), "--chat-template", c.chat_template, "--output-dir", str(out), "--overwrite",
+            "--no-progress"), inputs=(str(ckpt), str(bench)), outputs=(str(out),)))
+
+
+# -- in-process steps of the graph (called by name, so that any runner can run them) ------------------
+def write_eval_inputs(eval_file: str, captions: str, questions: str) -> None:
+    """The held-out split as generation inputs: one record per image, one per question (written once)."""
+    if Path(captions).exists() and Path(questions).exists():
+        return
+    c_rows, q_rows = [], []
+    for _, rec in iter_records(eval_file):
+        c_rows.append({"id": rec["id"], "image": rec["image"]})
+        for q in rec.get("questions", []):
+            q_rows.append({"id": q["id"], "image": rec["image"], "question": q["question"]})
+    write_jsonl_atomic(Path(captions), c_rows)
+    write_jsonl_atomic(Path(questions), q_rows)
+
+
+def write_predictions(captions: str, answers: str, output: str) -> None:
+    """tools/evaluate.py's input: the first candidate of each greedy caption and answer."""
+    rows = []
+    for path, task in ((captions, "caption"), (answers, "reasoning")):
+        for _, rec in iter_records(path):
+            cands = rec.get("candidates") or [""]
+            rows.append({"id": rec["id"], "task": task, "prediction": cands[0]})
+    write_jsonl_atomic(Path(output), rows)
+
+
+def write_subset(curated: str, fraction: float, output: str) -> None:
+    """The first ``fraction`` of the curated records (at least one): a point of the scaling curve."""
+    rows = [r for _, r in iter_records(curated) if isinstance(r, dict)]
+    write_jsonl_atomic(Path(output), rows[: max(1, int(round(len(rows) * fraction)))])
 
 
 def _model_rows(results: dict) -> list[str]:

@@ -25,25 +25,39 @@ def test_config_file_parses_and_rejects_unknown_keys(tmp_path):
         LoopConfig.from_json(str(bad))
 
 
-def test_phase_freezing_and_align_template_reach_the_commands(tmp_path, monkeypatch):
+def _stages(loop) -> dict:
+    """The loop's graph by member name: the argv (tool + arguments) of each stage."""
+    return {m.name: m.argv for m in loop.graph() if hasattr(m, "argv")}
+
+
+def test_phase_freezing_and_align_template_reach_the_commands(tmp_path):
     cfg = LoopConfig(output_dir=str(tmp_path / "out"), align_template="qwen2",
                      sft=TrainPhase(iters=5, lr=1e-3, freeze_vision=True),
                      repretrain=TrainPhase(iters=5, lr=1e-3, freeze_vision=True, freeze_projector=True),
                      base=TrainPhase(iters=5, lr=1e-3, vision_lr=2e-4))
-    loop = Loop(cfg)
-    ran = {}
-    monkeypatch.setattr(loop, "run", lambda name, cmd, nproc=1: ran.__setitem__(name, cmd))
-    loop.train("base", "pretrain", cfg.base, ["idx/align"], None)
-    loop.train("stage1", "sft", cfg.sft, ["idx/seed"], tmp_path)
-    loop.train("sicog_pretrain", "pretrain", cfg.repretrain, ["idx/align"], tmp_path)
+    ran = _stages(Loop(cfg))
     assert "--freeze-vision" not in ran["train_base"]
     assert ran["train_base"][ran["train_base"].index("--vision-lr") + 1] == "0.0002"
     assert "--vision-lr" not in ran["train_stage1"]
     assert "--freeze-vision" in ran["train_stage1"] and "--freeze-projector" not in ran["train_stage1"]
     assert {"--freeze-vision", "--freeze-projector"} <= set(ran["train_sicog_pretrain"])
-    loop.preprocess("align", [tmp_path / "align.jsonl"], cfg.align_template)
     cmd = ran["preprocess_align"]
     assert cmd[cmd.index("--chat-template") + 1] == "qwen2"
+
+
+def test_repretraining_blend_is_a_setting(tmp_path):
+    """repretrain_curated_mix: 0.5 (the demo) blends align and curated; 1.0 is curated only (the SLURM round)."""
+    def data_path(**kw):
+        cmd = _stages(Loop(LoopConfig(output_dir=str(tmp_path / "out"), **kw)))["train_sicog_pretrain"]
+        i = cmd.index("--data-path")
+        return cmd[i + 1:cmd.index("--split")]
+
+    out = tmp_path / "out"
+    assert data_path() == ["0.5", f"{out}/idx/align", "0.5", f"{out}/idx/curated"]
+    assert data_path(repretrain_curated_mix=1.0) == [f"{out}/idx/curated"]
+    assert data_path(repretrain_curated_mix=0.25) == ["0.75", f"{out}/idx/align", "0.25", f"{out}/idx/curated"]
+    with pytest.raises(ValueError, match="repretrain_curated_mix"):
+        LoopConfig(repretrain_curated_mix=0.0)
 
 
 def test_comparison_lines():
@@ -113,65 +127,66 @@ def test_main_seed_and_output_dir_override_the_config(tmp_path, monkeypatch):
     assert seen["cfg"].num_seed == LoopConfig().num_seed  # everything else from the config
 
 
-def test_benchmark_stage_command_and_table(tmp_path, monkeypatch):
+def test_benchmark_stage_command_and_table(tmp_path):
     loop = Loop(LoopConfig(output_dir=str(tmp_path / "out")))
-    ran = {}
     res = {"MMBench_tiny": {"overall": 0.25, "per_row": 0.5, "unmatched_rate": 0.1, "n": 80},
            "POPE_tiny": {"accuracy": 0.75, "f1": 0.8, "yes_ratio": 0.6, "n": 240}}
-
-    def fake_run(name, cmd, nproc=1):
-        ran[name] = cmd
-        out = Path(cmd[cmd.index("--output-dir") + 1])
-        out.mkdir(parents=True)
-        (out / "results.json").write_text(json.dumps(res))
-
-    monkeypatch.setattr(loop, "run", fake_run)
-    assert loop.benchmark("sicog", tmp_path / "ckpt") == res
-    cmd = ran["benchmarks_sicog"]
-    assert cmd[1] == "tools/evaluate_benchmarks.py" and cmd[cmd.index("--mode") + 1] == "cot-open"
+    cmd = _stages(loop)["benchmarks_sicog"]
+    assert cmd[0] == "tools/evaluate_benchmarks.py" and cmd[cmd.index("--mode") + 1] == "cot-open"
+    assert cmd[cmd.index("--load") + 1] == str(loop.out / "ckpt" / "sicog")
     assert any(c.startswith("MMBench_tiny=") for c in cmd) and any(c.startswith("POPE_tiny=") for c in cmd)
+    out = Path(cmd[cmd.index("--output-dir") + 1])
+    out.mkdir(parents=True)
+    (out / "results.json").write_text(json.dumps(res))
+    assert loop.benchmark_results("sicog") == res
     table = format_benchmarks({"benchmarks": {"sicog": res}})
     assert table.splitlines()[-1].split() == ["sicog", "0.250", "0.500", "0.100", "0.750", "0.800", "0.600"]
     assert format_benchmarks({}) == ""
+    assert "benchmarks_sicog" not in _stages(Loop(LoopConfig(output_dir=str(tmp_path / "o2"), benchmark_images=0)))
 
 
-def test_rounds_chain_generators_and_baselines(tmp_path, monkeypatch):
+def test_rounds_chain_generators_and_baselines(tmp_path):
     """--rounds 3: round r samples with round r-1's SICOG model, re-pretrains from it on its own curated set
     (+ align), and the baseline chain continues from the previous baseline on align only."""
     with pytest.raises(ValueError, match="rounds"):
         Loop(LoopConfig(output_dir=str(tmp_path / "x")), rounds=0)
     loop = Loop(LoopConfig(output_dir=str(tmp_path / "out")), rounds=3)
-    calls = []
+    ran = _stages(loop)
+    ckpt, idx = loop.out / "ckpt", loop.out / "idx"
 
-    def fake_stage2(model, tag=""):
-        calls.append(("stage2", str(model), tag))
-        return loop.out / "gen" / f"curated{tag}.jsonl", None
+    def flag(name, f):
+        return ran[name][ran[name].index(f) + 1]
 
-    def fake_train(name, stage, phase, data, init):
-        calls.append(("train", name, list(data), str(init)))
-        return Path(name)
-
-    monkeypatch.setattr(loop, "stage2", fake_stage2)
-    monkeypatch.setattr(loop, "train", fake_train)
-    monkeypatch.setattr(loop, "preprocess", lambda name, inputs, t: f"idx/{name}")
-    monkeypatch.setattr(loop, "evaluate", lambda name, ckpt: {"accuracy": 0.5, "caption_score": 0.5})
-    monkeypatch.setattr(loop, "comparisons", lambda pairs: {f"{b}-{a}": {} for a, b in pairs})
-    monkeypatch.setattr(loop, "curation_counts", lambda cur, tag="": {"curated_samples": len(tag)})
-    monkeypatch.setattr(loop, "self_generated_quality", lambda cur, tag="": {"tag": tag})
-    results = {"comparisons": {}}
-    rounds = loop.later_rounds(Path("sicog"), Path("baseline"), "idx/align", ["idx/seed"], results)
-    assert [r["round"] for r in rounds] == [2, 3] and [r["generator"] for r in rounds] == ["sicog", "sicog_r2"]
-    assert ("stage2", "sicog", "_r2") in calls and ("stage2", "sicog_r2", "_r3") in calls
-    trains = {c[1]: c[2:] for c in calls if c[0] == "train"}
-    assert trains["sicog_pretrain_r3"] == (["0.5", "idx/align", "0.5", "idx/curated_r3"], "sicog_r2")
-    assert trains["baseline_pretrain_r3"] == (["idx/align"], "baseline_r2")
-    assert trains["sicog_r3"] == (["idx/seed"], "sicog_pretrain_r3")
-    assert {"sicog_r3-baseline_r3", "sicog_r3-sicog_r2", "sicog_r2-sicog"} <= set(results["comparisons"])
-    assert rounds[1]["self_generated_quality"] == {"tag": "_r3"}
+    assert flag("generate_cod_r2", "--load") == str(ckpt / "sicog")
+    assert flag("generate_cot_r3", "--load") == str(ckpt / "sicog_r2")
+    assert flag("curate_r3", "--output") == str(loop.out / "gen" / "curated_r3.jsonl")
+    pt = ran["train_sicog_pretrain_r3"]
+    assert pt[pt.index("--data-path") + 1:pt.index("--split")] == ["0.5", str(idx / "align"), "0.5",
+                                                                    str(idx / "curated_r3")]
+    assert flag("train_sicog_pretrain_r3", "--pretrained-checkpoint") == str(ckpt / "sicog_r2")
+    assert flag("train_baseline_pretrain_r3", "--data-path") == str(idx / "align")
+    assert flag("train_baseline_pretrain_r3", "--pretrained-checkpoint") == str(ckpt / "baseline_r2")
+    assert flag("train_sicog_r3", "--pretrained-checkpoint") == str(ckpt / "sicog_pretrain_r3")
+    assert flag("generate_eval_sicog_r3_cod", "--load") == str(ckpt / "sicog_r3")
     res = {k: {"accuracy": 0.5, "caption_score": 0.5} for k in ("base", "stage1", "baseline", "sicog")}
-    res.update(results, rounds=rounds)
+    res.update({k: {"accuracy": 0.5, "caption_score": 0.5} for k in ("sicog_r2", "baseline_r2", "sicog_r3",
+                                                                      "baseline_r3")},
+               rounds=[{"round": 2}, {"round": 3}])
     rows = [ln.split()[0] for ln in format_table(res).splitlines()[2:]]
     assert rows == ["base", "stage1", "baseline", "sicog", "baseline_r2", "sicog_r2", "baseline_r3", "sicog_r3"]
+
+
+def test_every_stage_reads_what_an_earlier_one_wrote(tmp_path):
+    """The graph runs in its order: nothing is read before it is written, except the repository's own files."""
+    from megatron_sicog.recipe.graph import dependencies, external_inputs
+
+    loop = Loop(LoopConfig(output_dir=str(tmp_path / "out")), dpo=True, scaling=True, rounds=2)
+    graph = loop.graph()
+    assert external_inputs(graph) == []
+    deps = dependencies(graph)
+    assert deps["train_stage1"] == ["preprocess_seed", "train_base", "tokenizer"]
+    assert deps["curate_dpo"] == ["generate_cod_dpo", "generate_cot_dpo", "data"]
+    assert deps["score_sicog"] == ["predictions_sicog", "data"]
 
 
 @pytest.mark.slow
