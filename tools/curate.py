@@ -4,7 +4,7 @@
 Reads candidate files (one JSON per line: id, image, task caption|reasoning,
 prompt, candidates, reference?) and writes curated LLaVA records, optional
 preference pairs, an errors JSONL next to the output and a report folder
-(summary.json, score_hist.png, kept_vs_threshold.png).
+(summary.json, score_hist.png, kept_vs_threshold.png; audit.png with --audit).
 
     python tools/curate.py --input cands.jsonl --output curated.jsonl \\
         --preference-output prefs.jsonl --report-dir report/ \\
@@ -28,6 +28,12 @@ pope=y.jsonl) drops items whose image is an exact or perceptual copy of an
 excluded image, or whose question matches one after normalisation; done here,
 at the last step before data becomes training data, so it covers candidate
 files from any generator; summary.json's "decontamination" counts the drops.
+
+Audit: --audit FILE... with known labels for a slice of the items (JSONL of
+{"id", "answer"} for reasoning, {"id", "caption"} or {"id", "scene_graph"}
+for captions) reports, at each threshold, the precision of the kept labels
+and the kept fraction of the labelled items (summary.json tasks.<task>.audit,
+audit.png): the way to choose a threshold. Labels never enter the output.
 
 A thin CLI over `megatron_sicog.curation.curate`.
 """
@@ -67,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-fraction", type=float, default=None,
                    help="keep the best-scoring fraction of each task instead of an absolute threshold; "
                         "the report states the threshold this implies")
+    p.add_argument("--audit", nargs="+", default=[], metavar="FILE",
+                   help="known labels of a slice ({id, answer} / {id, caption} / {id, scene_graph}, JSONL): "
+                        "the report gives the precision of kept labels and the kept fraction at each threshold")
     g = p.add_argument_group("decontamination")
     g.add_argument("--exclude", nargs="+", default=[], metavar="[NAME=]FILE",
                    help="drop items whose image or question is in these files: LLaVA JSONL records, or "
@@ -105,9 +114,15 @@ def check_args(args) -> None:
             raise UsageError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
     if args.embedding_model and args.scorer != "embedding":
         raise UsageError("--embedding-model needs --scorer embedding")
-    for p in args.input:
-        if not Path(p).is_file():
-            raise UsageError(f"--input {p}: no such file")
+    if args.keep_fraction is not None:
+        if not (math.isfinite(args.keep_fraction) and 0.0 < args.keep_fraction <= 1.0):
+            raise UsageError(f"--keep-fraction must be a number in (0, 1], got {args.keep_fraction}")
+        if any(getattr(args, f) is not None for f in ("threshold", "caption_threshold", "reasoning_threshold")):
+            raise UsageError("--keep-fraction replaces the absolute thresholds: give one or the other")
+    for flag in ("input", "audit"):
+        for p in getattr(args, flag):
+            if not Path(p).is_file():
+                raise UsageError(f"--{flag} {p}: no such file")
     for spec in args.exclude:
         name, sep, path = spec.partition("=")
         path = path if sep else spec
@@ -155,6 +170,7 @@ def main(argv=None) -> int:
             keep_fraction=args.keep_fraction, exclude=args.exclude, image_root=args.image_root,
             exclude_image_root=args.exclude_image_root, exclude_match=args.exclude_match,
             exclude_max_distance=args.exclude_max_distance, exclude_max_colour=args.exclude_max_colour,
+            audit=args.audit,
         )
     except (FileNotFoundError, ValueError) as e:
         print(f"curate: error: {e}", file=sys.stderr)
@@ -166,6 +182,9 @@ def main(argv=None) -> int:
     }
     if s.get("decontamination"):
         line["excluded"] = s["decontamination"]["dropped"]
+    for task, t in s["tasks"].items():
+        if t.get("audit"):
+            line[f"{task}_audit_precision"] = t["audit"]["at_threshold"]["precision"]
     for task, t in s["tasks"].items():
         line[f"{task}_scoring_items_per_s"] = t["scoring_items_per_s"]
     print(json.dumps(line))

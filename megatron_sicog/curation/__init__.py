@@ -5,6 +5,8 @@
 * `scorers`: minimum-Bayes-risk caption scoring (embedding / lexical).
 * `pipeline`: `curate(...)`, the whole stage as one call (`tools/curate.py`).
 * `report`: counts, score histogram, kept-fraction-vs-threshold curve.
+* `decontaminate`: drop items whose image or question is in excluded files.
+* `audit`: precision of the kept labels vs threshold, against known labels.
 
 Heavy modules load on first use, so importing `answers` stays cheap.
 """

@@ -78,6 +78,7 @@ class Outcome:
     score: Optional[float] = None         # best score (None when never scored)
     preference_skipped: Optional[str] = None
     reference_correct: Optional[bool] = None
+    audit: Optional[tuple[float, str]] = None  # (label precision, label field) when --audit knows this id
 
 
 @dataclass
@@ -169,8 +170,9 @@ def _human_turn(prompt: str, image: Any) -> str:
 class Curator:
     """Scores chunks of `Item`s; holds the scorer so a loaded model is reused."""
 
-    def __init__(self, config: CurationConfig, scorer: Optional[Scorer] = None):
+    def __init__(self, config: CurationConfig, scorer: Optional[Scorer] = None, audit: Optional[Any] = None):
         self.config = config
+        self.audit = audit  # audit.AuditLabels: judges the label kept for each scored item
         self.scorer = scorer if scorer is not None else LexicalScorer()
         self.lexical = self.scorer if isinstance(self.scorer, LexicalScorer) else LexicalScorer()
         self.scoring_seconds: Counter = Counter()
@@ -263,6 +265,8 @@ class Curator:
 
     def _keep(self, o: Outcome, best: int, scores: list[float], extra: dict) -> None:
         it = o.item
+        if self.audit is not None:  # judged whatever the threshold: the audit curves need every score
+            o.audit = self.audit.judge(it, it.candidates[best], extra.get("answer_key"))
         if o.score < self.config.threshold(it.task) - 1e-9:
             o.dropped = "below_threshold"
             return
@@ -376,6 +380,7 @@ def curate(
     exclude_match: Sequence[str] = ("image", "question"),
     exclude_max_distance: Optional[int] = None,
     exclude_max_colour: Optional[float] = None,
+    audit: Sequence[PathLike] = (),
 ) -> CurationResult:
     """Curate candidate files into LLaVA records; returns the summary and paths.
 
@@ -405,6 +410,12 @@ def curate(
     whose question matches an excluded one after normalisation, is dropped
     before scoring (reason ``excluded_<why>``), when `exclude_match` names
     that kind of match. The summary's ``decontamination`` counts them.
+
+    Audit (`audit`): files of known labels ``{"id", "answer" | "caption" |
+    "scene_graph"}`` for a slice of the items; each task's summary entry gets
+    ``audit`` (label precision and kept fraction of the labelled items at
+    each threshold, `audit.audit_curve`) and the report an ``audit.png``.
+    Labels are only compared with, never written into, the curated records.
     """
     if reasoning_scorer not in ("vote", "mbr"):
         raise ValueError(f"reasoning_scorer must be 'vote' or 'mbr', got {reasoning_scorer!r}")
@@ -437,7 +448,12 @@ def curate(
         scorer_obj = scorer
         if mbr_include_self != bool(getattr(scorer_obj, "include_self", False)):
             raise ValueError("mbr_include_self differs from the given scorer's include_self")
-    curator = Curator(config, scorer_obj)
+    labels = None
+    if audit:
+        from megatron_sicog.curation.audit import AuditLabels
+
+        labels = AuditLabels.load(list(audit))
+    curator = Curator(config, scorer_obj, labels)
     exclusion = None
     if exclude:
         from megatron_sicog.curation.decontaminate import (DEFAULT_MAX_COLOUR, DEFAULT_MAX_DISTANCE,
@@ -449,7 +465,7 @@ def curate(
             DEFAULT_MAX_COLOUR if exclude_max_colour is None else exclude_max_colour)
     excluded_examples: list[dict] = []
     stats = CurationStats()
-    errors: list[dict] = []
+    errors: list[dict] = list(labels.errors) if labels is not None else []
     errors_output = Path(errors_output) if errors_output else errors_path_for(output)
 
     from tqdm import tqdm
@@ -547,6 +563,7 @@ def curate(
         meta["decontamination"] = dict(exclusion.summary(), examples=excluded_examples)
     else:
         meta["decontamination"] = None
+    meta["audit"] = labels.summary() if labels is not None else None
     summary = summary_dict(stats, meta, thresholds)
     report_paths = write_report(report_dir, summary, thresholds) if report_dir is not None else {}
     return CurationResult(summary, str(output), str(errors_output),
@@ -623,6 +640,9 @@ def _account(o: Outcome, stats: CurationStats) -> None:
     ts.items += 1
     if o.score is not None:
         ts.scores.append(o.score)
+    if o.audit is not None:
+        ts.audit.append((o.score, o.audit[0]))
+        ts.audit_kinds[o.audit[1]] += 1
     if o.reference_correct is not None:
         ts.reference_total += 1
         ts.reference_correct += int(o.reference_correct)

@@ -2,7 +2,8 @@
 
 `CurationStats` accumulates while the pipeline runs; `write_report` turns it
 into ``summary.json``, ``score_hist.png`` and ``kept_vs_threshold.png`` in the
-report folder (all written atomically). Scores are the best score of every
+report folder (all written atomically), and with an audit (`audit`) into
+``audit.png``: label precision and kept fraction of the labelled items vs threshold. Scores are the best score of every
 item that reached scoring (after input errors and candidate checks).
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Union
 
 import numpy as np
 
+from megatron_sicog.curation.audit import audit_curve
 from megatron_sicog.io import atomic_path, atomic_write_json
 
 __all__ = ["CurationStats", "TaskStats", "kept_fraction_curve", "write_report"]
@@ -32,6 +34,8 @@ class TaskStats:
     reference_correct: int = 0            # ... whose voted answer matches it
     reference_kept_total: int = 0         # the same, over kept items only
     reference_kept_correct: int = 0
+    audit: list = field(default_factory=list)         # (best score, label precision) per audited item
+    audit_kinds: Counter = field(default_factory=Counter)  # label field -> audited items
 
 
 @dataclass
@@ -103,6 +107,8 @@ def summary_dict(stats: CurationStats, meta: dict, thresholds: dict) -> dict:
                 "kept_fraction": kept_fraction_curve(sc),
             },
         }
+        if out.get("audit") is not None:
+            entry["audit"] = audit_curve(ts.audit, CURVE_THRESHOLDS, thresholds.get(task), ts.audit_kinds)
         if ts.reference_total:
             entry["reference_accuracy"] = {
                 "with_reference": ts.reference_total,
@@ -119,6 +125,33 @@ def summary_dict(stats: CurationStats, meta: dict, thresholds: dict) -> dict:
 def _save_png(fig, path: Path) -> None:
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+
+
+def _plot_audit(plt, audited: dict, thresholds: dict, colors: dict, path: Path) -> None:
+    """One panel per task: precision of the kept labels and kept fraction vs threshold."""
+    fig, axes = plt.subplots(1, len(audited), figsize=(5.2 * len(audited), 4.0), squeeze=False)
+    for ax, (task, a) in zip(axes[0], audited.items()):
+        x = np.asarray(a["thresholds"])
+        prec = np.asarray([np.nan if p is None else p for p in a["precision"]], dtype=np.float64)
+        ax.plot(x, prec, color=colors.get(task), label="precision of kept labels")
+        ax.plot(x, a["kept_fraction"], color=colors.get(task), linestyle="--", label="kept fraction")
+        t = thresholds.get(task)
+        if t is not None and np.isfinite(t):
+            ax.axvline(t, color="gray", linewidth=1)
+            at = a["at_threshold"]
+            if at["precision"] is not None:
+                ax.annotate(f"{at['precision']:.2f} / {at['kept_fraction']:.0%} at {t:g}", (t, at["precision"]),
+                            textcoords="offset points", xytext=(5, -12))
+        ax.set_xlim(0, 1)
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.set_xlabel("threshold")
+        ax.set_title(f"{task}: {a['labelled']} labelled items")
+        ax.legend(loc="lower left")
+    axes[0][0].set_ylabel("precision / kept fraction (labelled items)")
+    fig.suptitle("Label-quality audit")
+    _save_png(fig, path)
+    plt.close(fig)
 
 
 def write_report(report_dir: Union[str, Path], summary: dict, thresholds: dict) -> dict[str, str]:
@@ -147,7 +180,8 @@ def write_report(report_dir: Union[str, Path], summary: dict, thresholds: dict) 
         t = thresholds.get(task)
         if t:
             ax.axvline(t, color=colors.get(task), linestyle="--", linewidth=1)
-    ax.set_xlabel("best candidate score (caption: mean cosine; reasoning: winning share)")
+    reasoning_score = "mean cosine" if summary.get("reasoning_scorer") == "mbr" else "winning share"
+    ax.set_xlabel(f"best candidate score (caption: mean cosine; reasoning: {reasoning_score})")
     ax.set_ylabel("items")
     ax.set_title(f"Self-consistency scores (caption scorer: {summary.get('scorer', '')})")
     if tasks:
@@ -174,6 +208,11 @@ def write_report(report_dir: Union[str, Path], summary: dict, thresholds: dict) 
         ax.legend()
     _save_png(fig, Path(paths["kept_vs_threshold"]))
     plt.close(fig)
+
+    audited = {task: e["audit"] for task, e in tasks.items() if (e.get("audit") or {}).get("labelled")}
+    if audited:
+        paths["audit"] = str(report_dir / "audit.png")
+        _plot_audit(plt, audited, thresholds, colors, Path(paths["audit"]))
 
     atomic_write_json(paths["summary"], summary)
     return paths
