@@ -160,3 +160,21 @@ def test_cli_audit_flag_and_usage_errors(tmp_path):
     line = json.loads(p.stdout.strip().splitlines()[-1])
     assert line["reasoning_audit_precision"] == round(2 / 3, 4)
     assert (tmp_path / "rep" / "audit.png").stat().st_size > 0
+
+
+def test_answer_audit_agrees_with_the_reference_accuracy(tmp_path):
+    """Labels equal to the candidate records' references: the audit's precision at 0 and at the
+    threshold in effect are the summary's reference accuracy over all and over kept items."""
+    from megatron_sicog.curation.synthetic import synthetic_records
+
+    recs = list(synthetic_records(200, 6, seed=4))
+    write_jsonl_atomic(tmp_path / "cands.jsonl", recs)
+    write_jsonl_atomic(tmp_path / "labels.jsonl", [{"id": r["id"], "answer": r["reference"]} for r in recs
+                                                   if r["task"] == "reasoning"])
+    res = curate(tmp_path / "cands.jsonl", tmp_path / "out.jsonl", scorer="lexical", progress=False,
+                 reasoning_threshold=0.6, audit=[tmp_path / "labels.jsonl"])
+    t = res.summary["tasks"]["reasoning"]
+    acc, a = t["reference_accuracy"], t["audit"]
+    assert a["labelled"] == acc["with_reference"] > 0
+    assert a["precision"][0] == acc["accuracy"] and a["at_threshold"]["precision"] == acc["kept_accuracy"]
+    assert a["at_threshold"]["kept"] == acc["kept_with_reference"] == t["kept"]
