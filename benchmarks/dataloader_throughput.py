@@ -6,7 +6,7 @@ converts them with tools/preprocess_data.py twice (default: source bytes;
 ``--image-size S``: raw SxS pixels), then times a full pass of
 ``ResumableDataLoader`` over ``build_train_valid_datasets`` (``--num-workers``
 DataLoader workers) where each micro-batch is also run through
-``preprocess_images(images, S)`` -> the [n, 3, S, S] tensor the vision encoder eats.
+the CLIP processor at S (`data.image_processing`) -> the [n, 3, S, S] tensor the vision encoder eats.
 
 Peer, same run, same workers and batch: the usual LLaVA-style on-the-fly loader
 that keeps the JSON records in memory and, per sample, opens the image file,
@@ -32,7 +32,8 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.rss import peak_rss_line  # noqa: E402
 
 from megatron_sicog.data.chat_template import encode_conversation  # noqa: E402
-from megatron_sicog.data.image import load_image, preprocess_images  # noqa: E402
+from megatron_sicog.data.image import load_image  # noqa: E402
+from megatron_sicog.data.image_processing import ImageProcessing  # noqa: E402
 from megatron_sicog.data.sampler import ResumableDataLoader  # noqa: E402
 from megatron_sicog.data.tokenizer import build_tokenizer  # noqa: E402
 
@@ -85,11 +86,12 @@ class OnTheFlyDataset(torch.utils.data.Dataset):
 def time_pass(dataset, n: int, batch: int, workers: int, image_size: int) -> float:
     """samples/s of one pass over n samples, incl. the image preprocess of each batch."""
     loader = ResumableDataLoader(dataset, micro_batch_size=batch, num_workers=workers)
+    processing = ImageProcessing.family_default("clip", image_size)
     t0 = time.perf_counter()
     done = 0
     while done + batch <= n:
         samples = next(loader)
-        pixels = preprocess_images([im for s in samples for im in s["images"]], image_size)
+        pixels = processing([im for s in samples for im in s["images"]])
         assert pixels.shape[1:] == (3, image_size, image_size)
         done += batch
     return done / (time.perf_counter() - t0)

@@ -102,6 +102,9 @@ def test_tp1_logits_match_transformers_and_round_trip_is_exact(mcore, hf_models,
     assert cfg["image_token_index"] == IMAGE_TOKEN
     assert cfg["vision_feature_layer"] == hf_model.config.vision_feature_layer
     assert (back_dir / "tokenizer.json").read_bytes() == (hf_dir / "tokenizer.json").read_bytes()
+    pre = json.loads((back_dir / "preprocessor_config.json").read_text())  # the tower family's processor
+    assert pre["image_processor_type"] == {"clip_vision_model": "CLIPImageProcessor",
+                                           "siglip_vision_model": "SiglipImageProcessor"}[hf_vision.model_type]
     back = assert_same_hf_tensors(hf_model, back_dir)
     back.config._attn_implementation = "eager"
     assert torch.equal(hf_logits(back.eval(), ids, images), ref)

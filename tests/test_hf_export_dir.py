@@ -46,7 +46,7 @@ def test_exported_dir_answers_like_the_engine(mcore, sp_model, tmp_path):
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
     from megatron_sicog.conversion.hf_export import export_hf
-    from megatron_sicog.data.image import preprocess_images
+    from megatron_sicog.data.image_processing import for_vision
     from megatron_sicog.generation.engine import Engine, Prompt
     from megatron_sicog.generation.sampling import GREEDY
     from megatron_sicog.model import sharding
@@ -75,7 +75,7 @@ def test_exported_dir_answers_like_the_engine(mcore, sp_model, tmp_path):
     for q, (h, w) in zip(QUESTIONS, SHAPES):
         image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
         tokens = encode_prompt(sp, [{"from": "human", "value": "<image>\n" + q}], "qwen2")
-        pixels = preprocess_images([image], args.vision.image_size).to(torch.float64)
+        pixels = for_vision(args.vision)([image]).to(torch.float64)
         ours = Engine(model).generate([Prompt(tokens, pixels, key=q)], GREEDY, max_new_tokens=T,
                                       min_new_tokens=T).tokens[0][0]
         messages = [{"role": "user", "content": "<image>\n" + q}]

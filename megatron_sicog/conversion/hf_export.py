@@ -9,9 +9,11 @@ Output: ``config.json`` (text ``llama`` or ``qwen2`` by family, vision
 trainer's ``tokenizer_model`` of type SentencePieceTokenizer, or a ``.model``
 --tokenizer-path) is written as a HF fast tokenizer with the chat template the
 checkpoint was trained with (``meta.json`` ``chat_template``, or
---chat-template) and a ``LlavaProcessor`` (``preprocessor_config.json`` with
-the image size/mean/std of `data.image`, ``processor_config.json``), see
-`hf_tokenizer`: ``AutoProcessor`` + ``LlavaForConditionalGeneration`` load it. Loadable with
+--chat-template) and a ``LlavaProcessor`` (``processor_config.json``), see
+`hf_tokenizer`: ``AutoProcessor`` + ``LlavaForConditionalGeneration`` load it.
+Every export has the ``preprocessor_config.json`` of the checkpoint's image
+processing (`data.image_processing.for_vision`: ``CLIPImageProcessor`` or
+``SiglipImageProcessor``; a copied one is kept when it says the same). Loadable with
 ``LlavaForConditionalGeneration.from_pretrained(dir)``, no custom code.
 
 Memory: every rank file is opened with ``torch.load(mmap=True)``, so nothing
@@ -193,6 +195,11 @@ def export_hf(load: str | Path, save: str | Path, max_shard_size: str | int = "5
                                               ht.chat_template_jinja(template) if template else None)
         else:
             copied = copy_tokenizer_files(_tokenizer_source(Path(load), reader.meta, tokenizer_path), tmp)
+            from megatron_sicog.conversion.hf_tokenizer import write_image_processor
+
+            if write_image_processor(tmp, args) == "replaced":
+                print("note: the copied preprocessor_config.json did not match the checkpoint's image "
+                      "processing; written from the checkpoint")
         if not copied:
             print(f"note: no Hugging Face tokenizer files found for {load} (give --tokenizer-path); "
                   "the output has none")

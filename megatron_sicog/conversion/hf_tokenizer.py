@@ -12,13 +12,15 @@
   `data.chat_template` encodes for that template (``qwen2``, ``llama3``,
   ``qwen2.5``, ``llama3.1``, ``plain``), so ``apply_chat_template`` gives the ids
   the model was trained on.
-* `image_processor(args)`: the ``CLIPImageProcessor`` doing what
-  `data.image.preprocess_images` does (bicubic resize to the model's square
-  size, no crop, /255, the CLIP mean/std).
+* `write_image_processor(out, args)`: ``preprocessor_config.json`` of that
+  processor alone (export of a checkpoint with a HF tokenizer), keeping a copied
+  one that already says the same.
 * `write_processor_files(out, tokenizer, args, chat_template)`: tokenizer files,
-  ``chat_template.jinja``, ``preprocessor_config.json`` and
-  ``processor_config.json`` of a ``LlavaProcessor`` (patch size, ``default``
-  feature selection), so ``AutoProcessor.from_pretrained(out)`` works.
+  ``chat_template.jinja``, ``preprocessor_config.json`` (the image processor
+  `data.image_processing.for_vision` decides for the model: ``CLIPImageProcessor``
+  or ``SiglipImageProcessor``) and ``processor_config.json`` of a
+  ``LlavaProcessor`` (patch size, the model's feature selection), so
+  ``AutoProcessor.from_pretrained(out)`` works.
 """
 from __future__ import annotations
 
@@ -126,26 +128,17 @@ def chat_template_jinja(name: str) -> str:
     return "".join(out)
 
 
-def image_processor(args):
-    """The ``CLIPImageProcessor`` equal to `data.image.preprocess_images` at the model's image size."""
-    from transformers import CLIPImageProcessor
-
-    from megatron_sicog.data.image import CLIP_MEAN, CLIP_STD
-
-    s = args.vision.image_size
-    return CLIPImageProcessor(do_resize=True, size={"height": s, "width": s}, resample=3, do_center_crop=False,
-                              do_rescale=True, rescale_factor=1 / 255, do_normalize=True,
-                              image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD), do_convert_rgb=True)
-
-
 def write_processor_files(out: Path, tokenizer, args, chat_template: Optional[str]) -> list[str]:
     """Save tokenizer + image processor + LlavaProcessor config (+ chat template) into `out`; returns file names."""
     from transformers import LlavaProcessor
 
+    from megatron_sicog.data.image_processing import for_vision
+
     if chat_template is not None:
         tokenizer.chat_template = chat_template
-    proc = LlavaProcessor(image_processor=image_processor(args), tokenizer=tokenizer,
-                          patch_size=args.vision.patch_size, vision_feature_select_strategy="default",
+    proc = LlavaProcessor(image_processor=for_vision(args.vision).hf_processor(), tokenizer=tokenizer,
+                          patch_size=args.vision.patch_size,
+                          vision_feature_select_strategy=args.vision.feature_select,
                           num_additional_image_tokens=1 if args.vision.class_token else 0,
                           image_token=IMAGE_PLACEHOLDER, chat_template=chat_template)
     before = set(p.name for p in out.iterdir())
@@ -153,3 +146,23 @@ def write_processor_files(out: Path, tokenizer, args, chat_template: Optional[st
     if not (out / "preprocessor_config.json").is_file():
         proc.image_processor.save_pretrained(str(out))
     return sorted(set(p.name for p in out.iterdir()) - before)
+
+
+def write_image_processor(out: Path, args) -> str:
+    """Make ``out/preprocessor_config.json`` the processor `data.image_processing.for_vision` decides for
+    `args`: a copied one that already parses to it is kept as it is, any other is replaced. Returns
+    "kept", "written" or "replaced"."""
+    from megatron_sicog.data.image_processing import ImageProcessing, ImageProcessorError, for_vision
+
+    want = for_vision(args.vision)
+    path = out / "preprocessor_config.json"
+    state = "written"
+    if path.is_file():
+        try:
+            if ImageProcessing.from_hf(json.loads(path.read_text()), args.vision.image_size) == want:
+                return "kept"
+        except (ImageProcessorError, ValueError):
+            pass
+        state = "replaced"
+    want.hf_processor().save_pretrained(str(out))
+    return state

@@ -1,25 +1,22 @@
-"""Image I/O and the vision preprocessing shared by converter, dataset and generation.
+"""Image I/O shared by converter, dataset and generation.
 
 * `load_image(path)` -> RGB ``PIL.Image`` (raises ValueError naming the file);
 * `encode_image_bytes(image, format)` -> encoded bytes (PNG/JPEG, or PPM: raw
   pixels behind a 15-byte header, what the converter stores with ``--image-size``);
 * `decode_image(bytes | array)` -> ``np.uint8`` HxWx3;
-* `resize_image(array, size)` -> SxS bicubic, ``np.uint8``;
-* `preprocess_images(list of HxWx3 uint8, image_size)` -> ``torch.FloatTensor``
-  ``[n, 3, S, S]``: bicubic resize, scale to [0, 1], normalise with the CLIP
-  mean/std.
+* `resize_image(array, size)` -> SxS bicubic, ``np.uint8``.
+
+The model's preprocessing (resize, crop, mean/std of its vision family's HF
+processor) is `image_processing.for_vision(vision_args)`.
 """
 from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Union
 
 import numpy as np
 from PIL import Image
-
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def load_image(path: Union[str, Path]) -> Image.Image:
@@ -67,15 +64,3 @@ def resize_image(image: np.ndarray, size: int) -> np.ndarray:
         return image
     return np.asarray(Image.fromarray(image, "RGB").resize((size, size), Image.BICUBIC), dtype=np.uint8)
 
-
-def preprocess_images(images: Sequence[np.ndarray], image_size: int):
-    """``[n, 3, S, S]`` float tensor: resize SxS bicubic, /255, CLIP-normalise."""
-    import torch
-
-    if len(images) == 0:
-        return torch.zeros((0, 3, image_size, image_size), dtype=torch.float32)
-    arr = np.stack([resize_image(decode_image(im), image_size) for im in images])
-    x = torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(255.0)
-    mean = torch.tensor(CLIP_MEAN, dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD, dtype=torch.float32).view(1, 3, 1, 1)
-    return x.sub_(mean).div_(std)

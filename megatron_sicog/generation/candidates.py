@@ -36,6 +36,7 @@ from typing import Callable, Iterable, Iterator, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from megatron_sicog.data.image_processing import for_vision
 from megatron_sicog.generation.engine import Engine, Prompt, expand_prompt
 from megatron_sicog.generation.sampling import GREEDY, SamplingParams
 from megatron_sicog.guards import confined_path
@@ -125,17 +126,17 @@ def record_reference(rec: dict) -> Optional[str]:
     return None
 
 
-def load_images(paths: Sequence[str], image_root: Optional[Union[str, Path]], image_size: int,
+def load_images(paths: Sequence[str], image_root: Optional[Union[str, Path]], processing,
                 allow_outside: bool = False) -> torch.Tensor:
-    """[k, 3, S, S] CLIP-normalised images; ValueError naming a missing/unreadable file or a path
-    that leaves `image_root`."""
-    from megatron_sicog.data.image import load_image, preprocess_images
+    """[k, 3, S, S] images preprocessed by `processing` (`data.image_processing.for_vision`); ValueError
+    naming a missing/unreadable file or a path that leaves `image_root`."""
+    from megatron_sicog.data.image import load_image
 
     arrays = []
     for p in paths:
         full = confined_path(image_root, p, allow_outside)
         arrays.append(np.asarray(load_image(full), dtype=np.uint8))
-    return preprocess_images(arrays, image_size)
+    return processing(arrays)
 
 
 def prepare_item(rec: dict, where: str, options: CandidateOptions, tokenizer, model) -> Item:
@@ -171,7 +172,7 @@ def prepare_item(rec: dict, where: str, options: CandidateOptions, tokenizer, mo
     images = None
     if paths:
         try:
-            images = load_images(paths, options.image_root, model.args.vision.image_size,
+            images = load_images(paths, options.image_root, for_vision(model.args.vision),
                                  options.allow_outside_image_root)
         except ValueError as e:
             raise InputError(str(e)) from None
@@ -269,17 +270,15 @@ def iter_greedy_answers(model, tokenizer, items: Sequence[dict], chat_template: 
     must not silently skip.
     """
     from megatron_sicog.data.chat_template import encode_prompt, stop_token_ids
-    from megatron_sicog.data.image import preprocess_images
-
     engine = engine_for(model, tokenizer.pad)
     stops = stop_token_ids(tokenizer, chat_template)
-    size = model.args.vision.image_size
+    processing = for_vision(model.args.vision)
 
     def images_of(it: dict) -> Optional[torch.Tensor]:
         if it.get("images"):
-            return preprocess_images([im() if callable(im) else im for im in it["images"]], size)
+            return processing([im() if callable(im) else im for im in it["images"]])
         if it.get("image") is not None:
-            return load_images([it["image"]], image_root, size)
+            return load_images([it["image"]], image_root, processing)
         return None
 
     window = max(1, micro_batch_size * sort_window)

@@ -31,6 +31,9 @@ class VisionArgs:
     ``hidden_states[vision_feature_layer]``, the layer's output before it.
     ``feature_select`` is LLaVA's ``vision_feature_select_strategy``: "default" drops the
     first token (CLIP's class token), "full" keeps every token (SigLIP).
+    ``image_processor``: the pixel-deciding fields of the HF ``preprocessor_config.json``
+    the tower came with (recorded on import); None: the family's processor
+    (`data.image_processing.for_vision` decides).
     """
 
     family: str = "clip"
@@ -47,6 +50,7 @@ class VisionArgs:
     feature_layer: int = -1
     class_token: bool = True
     feature_select: str = "default"
+    image_processor: Optional[dict] = None
 
     @property
     def num_patches(self) -> int:

@@ -166,13 +166,13 @@ class Trainer:
         return 0, None
 
     def _collate_fn(self):
-        from megatron_sicog.data.image import preprocess_images
+        from megatron_sicog.data.image_processing import for_vision
 
         m = self.model_args
         pad = self.tokenizer.pad if self.tokenizer else 0
         return partial(collate, seq_length=self.args.seq_length, image_token_id=m.image_token_id,
                        num_image_tokens=m.vision.num_image_tokens, pad_id=pad,
-                       image_transform=partial(preprocess_images, image_size=m.vision.image_size))
+                       image_transform=for_vision(m.vision))
 
     def _build_data(self):
         a = self.args
