@@ -15,6 +15,15 @@ also gets ``tokenizer/`` (the tokenizer and processor files found in the HF
 directories) and ``hf_extra.safetensors`` (the tower's ``post_layernorm`` and
 SigLIP's pooling ``head``, which LLaVA never uses, kept so the way back is exact). ``meta.json`` records the
 HF config and ``image_token_id``.
+
+What the checkpoint needs to see and speak as the HF model did travels with it:
+the ``preprocessor_config.json`` of the LLaVA (or vision) directory, checked to be
+reproducible (`data.image_processing`; otherwise refused before anything is
+written), becomes ``model_args.vision.image_processor``, which training, generation,
+evaluation and export then follow; the directory's chat template (``chat_template.jinja``
+or ``tokenizer_config.json``) is kept as ``meta.json`` ``hf.chat_template`` and, when
+a project template renders the same (`hf_chat_template.match_chat_template`),
+named in ``meta.json`` ``chat_template``, the default of the inference tools.
 """
 from __future__ import annotations
 
@@ -160,6 +169,34 @@ def _image_token_from_tokenizer(path: Path) -> Optional[int]:
     return None
 
 
+def _image_processor_record(path: Path, args: ModelArgs) -> Optional[dict]:
+    """The reproducible ``preprocessor_config.json`` of `path` (normalised), None without one."""
+    from megatron_sicog.data.image_processing import ImageProcessing, ImageProcessorError
+
+    f = path / "preprocessor_config.json"
+    if not f.is_file():
+        return None
+    try:
+        return ImageProcessing.from_hf(json.loads(f.read_text()), args.vision.image_size).to_hf()
+    except (ImageProcessorError, json.JSONDecodeError) as e:
+        raise ConversionError(f"{f}: {e}") from None
+
+
+def _chat_template_record(path: Path) -> dict:
+    """``{"hf": {"chat_template": jinja}}`` plus ``chat_template: name`` when a project template matches."""
+    from megatron_sicog.conversion.hf_chat_template import (match_chat_template, read_hf_chat_template,
+                                                            special_tokens)
+
+    jinja = read_hf_chat_template(path)
+    if jinja is None:
+        return {}
+    name = match_chat_template(jinja, special_tokens(path))
+    if name is None:
+        print(f"note: the chat template of {path} renders like none of the project's templates; "
+              "generation and evaluation of this checkpoint need --chat-template")
+    return {"hf_chat_template": jinja, **({"chat_template": name} if name else {})}
+
+
 def copy_tokenizer_files(sources: list[Path], dest: Path) -> list[str]:
     """Copy the known tokenizer/processor files of the first source that has each (a file source: itself)."""
     copied: list[str] = []
@@ -225,6 +262,8 @@ def import_hf(save: str | Path, tp: int = 1, pp: int = 1, hf_path: Optional[str 
     except ValueError as e:
         raise ConversionError(f"TP={tp}, PP={pp}: {e}") from None
     check_source(source, args, fresh)
+    args.vision.image_processor = _image_processor_record(Path(hf_path or vision_path), args)
+    template = _chat_template_record(Path(hf_path or language_path))
 
     from megatron_sicog.training import checkpointing
 
@@ -236,6 +275,10 @@ def import_hf(save: str | Path, tp: int = 1, pp: int = 1, hf_path: Optional[str 
         meta_extra = {"hf": {"config": cfg.to_dict(), "image_token_id": args.image_token_id,
                              "source": {k: str(v) for k, v in (("hf_path", hf_path), ("vision_path", vision_path),
                                                                ("language_path", language_path)) if v}}}
+        if "hf_chat_template" in template:
+            meta_extra["hf"]["chat_template"] = template["hf_chat_template"]
+        if "chat_template" in template:
+            meta_extra["chat_template"] = template["chat_template"]
         copied = copy_tokenizer_files(tok_dirs, tmp / TOKENIZER_DIR)
         if "tokenizer.json" in copied:  # what the trainer and tools read (data/tokenizer.py)
             meta_extra.update(tokenizer_type="HuggingFaceTokenizer", tokenizer_model=str(save.resolve() / TOKENIZER_DIR))
