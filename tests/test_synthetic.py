@@ -239,3 +239,27 @@ def test_preview_figure(tmp_path, data_dir):
     assert save_preview(data_dir, out, n=4) == 4
     img = Image.open(out)
     assert img.size[0] > 300 and img.size[1] > 300
+
+
+def test_vision_split_adds_full_captions_and_leaves_the_others(tmp_path):
+    """The optional vision split (full captions, for pre-training a vision encoder apart) is sampled
+    last: every other split is byte-identical with and without it, and no scene repeats."""
+    from megatron_sicog.synthetic.splits import write_splits
+    from megatron_sicog.synthetic.text import caption
+    from megatron_sicog.synthetic.scene import Scene
+
+    sizes = {"eval": 4, "align": 6, "seed": 3, "unlabelled": 5}
+    a = write_splits(tmp_path / "a", sizes, seed=5, image_size=32)
+    b = write_splits(tmp_path / "b", {**sizes, "vision": 7}, seed=5, image_size=32)
+    assert "vision.jsonl" not in a["records"] and b["records"]["vision.jsonl"] == 7
+    for name in a["records"]:
+        if name != "scene_graphs.jsonl":
+            assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    graphs = [json.loads(x) for x in (tmp_path / "b" / "scene_graphs.jsonl").read_text().splitlines()]
+    keys = {g["id"]: g for g in graphs}
+    assert len(keys) == 25 and sum(g["split"] == "vision" for g in graphs) == 7
+    for line in (tmp_path / "b" / "vision.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        scene = Scene.from_dict(keys[rec["id"]]["scene_graph"])
+        assert rec["conversations"][1]["value"] == caption(scene)
+        assert (tmp_path / "b" / rec["image"]).exists()

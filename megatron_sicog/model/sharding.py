@@ -135,8 +135,9 @@ def _is_state(key: str, value) -> bool:
 
 
 def shard_full_state_dict(full: dict, model, vocab_size: int,
-                          tp: Optional[int] = None, tp_rank: Optional[int] = None) -> dict:
-    """The local state dict of `model` (this rank) cut from a canonical full state dict."""
+                          tp: Optional[int] = None, tp_rank: Optional[int] = None, prefix: str = "") -> dict:
+    """The local state dict of `model` (this rank) cut from a canonical full state dict; with `prefix`,
+    only the tensors whose local key starts with it (e.g. "vision." for the vision encoder)."""
     tp = parallel_state.get_tensor_model_parallel_world_size() if tp is None else tp
     tp_rank = parallel_state.get_tensor_model_parallel_rank() if tp_rank is None else tp_rank
     offset = layer_offset(model)
@@ -145,6 +146,8 @@ def shard_full_state_dict(full: dict, model, vocab_size: int,
     full = {canonical_key(k): v for k, v in full.items()}
     out, missing = {}, []
     for key, ref in local_ref.items():
+        if not key.startswith(prefix):
+            continue
         if not _is_state(key, ref):
             out[key] = ref
             continue

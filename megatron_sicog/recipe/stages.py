@@ -71,8 +71,9 @@ def blend(parts: Sequence[tuple[float, str]]) -> list[str]:
 
 
 def train(t: Tools, name: str, stage: str, phase: TrainPhase, data_path: Sequence[str],
-          init: Optional[str]) -> Stage:
-    """pretrain_sicog.py: ``--stage`` pretrain / sft / dpo into ckpt/<name>, from ``init`` when given."""
+          init: Optional[str], vision_init: Optional[str] = None) -> Stage:
+    """pretrain_sicog.py: ``--stage`` pretrain / sft / dpo into ckpt/<name>, from ``init`` when given;
+    ``vision_init``: a checkpoint whose vision encoder alone starts this one (a separately pretrained tower)."""
     save = str(t.out / "ckpt" / name)
     args = ["--stage", stage, "--model-preset", t.model_preset,
             "--micro-batch-size", phase.micro_batch_size, "--global-batch-size", phase.global_batch_size,
@@ -85,6 +86,8 @@ def train(t: Tools, name: str, stage: str, phase: TrainPhase, data_path: Sequenc
             "--log-interval", max(1, phase.iters // 10), "--log-json", t.out / "logs" / f"{name}.jsonl"]
     if init is not None:
         args += ["--pretrained-checkpoint", init]
+    if vision_init is not None:
+        args += ["--pretrained-vision-checkpoint", vision_init]
     if phase.freeze_vision:
         args += ["--freeze-vision"]
     if phase.freeze_projector:
@@ -95,7 +98,7 @@ def train(t: Tools, name: str, stage: str, phase: TrainPhase, data_path: Sequenc
         args += ["--pack-sequences"]
     if stage == "dpo":
         args += ["--dpo-beta", t.dpo_beta]
-    inputs = _data_prefixes([str(d) for d in data_path]) + ((str(init),) if init is not None else ())
+    inputs = _data_prefixes([str(d) for d in data_path]) + tuple(str(i) for i in (init, vision_init) if i is not None)
     return Stage(f"train_{name}", "pretrain_sicog.py", tuple(str(a) for a in args),
                  inputs=inputs + (t.tokenizer_model,), outputs=(save,), nproc=t.nproc, kind="train")
 

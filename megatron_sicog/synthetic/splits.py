@@ -15,6 +15,10 @@ seed               300      ``seed.jsonl`` (one CoD record + one CoT record per
 unlabelled         1000     ``unlabelled_images.jsonl`` (id, image, CoD prompt),
                             ``unlabelled_questions.jsonl`` (id, image, question,
                             CoT prompt) and, apart, ``unlabelled_answers.jsonl``
+vision             0        ``vision.jsonl`` (the full detailed caption of each
+                            image: every fact; pre-trains a vision encoder apart,
+                            as CLIP is trained before LLaVA uses it; written only
+                            when the split is non-empty)
 =================  =======  ==================================================
 
 Why these sizes: on 2 CPU cores the tiny model (16 image tokens, ~100-token
@@ -46,10 +50,10 @@ from .render import render_scene
 from .scene import Scene, SceneSampler, scene_key
 from .text import Question, align_caption, caption, cod_text, make_questions
 
-SPLIT_ORDER = ("eval", "align", "seed", "unlabelled")
-DEFAULT_SIZES = {"eval": 200, "align": 2000, "seed": 300, "unlabelled": 1000}
-QUESTIONS_PER_IMAGE = {"eval": 2, "align": 0, "seed": 2, "unlabelled": 1}
-ID_PREFIX = {"eval": "eval", "align": "align", "seed": "seed", "unlabelled": "unl"}
+SPLIT_ORDER = ("eval", "align", "seed", "unlabelled", "vision")
+DEFAULT_SIZES = {"eval": 200, "align": 2000, "seed": 300, "unlabelled": 1000, "vision": 0}
+QUESTIONS_PER_IMAGE = {"eval": 2, "align": 0, "seed": 2, "unlabelled": 1, "vision": 0}
+ID_PREFIX = {"eval": "eval", "align": "align", "seed": "seed", "unlabelled": "unl", "vision": "vis"}
 
 
 @dataclass
@@ -119,6 +123,12 @@ def _llava(rid: str, image: str, human: str, gpt: Optional[str] = None, **extra)
 def align_records(items: Iterable[Item]) -> Iterator[dict]:
     for it in items:
         yield _llava(it.id, it.image, prompts.build_prompt("caption"), align_caption(it.scene))
+
+
+def vision_records(items: Iterable[Item]) -> Iterator[dict]:
+    """The full detailed caption of each image (every fact), for pre-training a vision encoder apart."""
+    for it in items:
+        yield _llava(it.id, it.image, prompts.build_prompt("caption"), caption(it.scene))
 
 
 def seed_records(items: Iterable[Item]) -> Iterator[dict]:
@@ -212,12 +222,14 @@ def write_splits(
             {"id": it.id, "split": it.split, "image": it.image, "scene_graph": it.scene.to_dict()}
             for it in everything)),
     }
+    if splits["vision"]:
+        counts["vision.jsonl"] = write_jsonl_atomic(out / "vision.jsonl", vision_records(splits["vision"]))
     seed_items = splits["seed"]
     manifest = {
         "seed": seed,
         "image_size": image_size,
         "max_objects": max_objects,
-        "images": {s: len(splits[s]) for s in SPLIT_ORDER},
+        "images": {s: len(splits[s]) for s in SPLIT_ORDER if s != "vision" or splits[s]},
         "questions_per_image": dict(QUESTIONS_PER_IMAGE, **(questions_per_image or {})),
         "records": counts,
         "response_tokens": {

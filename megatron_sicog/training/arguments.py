@@ -61,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--load", default=None, help="resume from this directory when it holds a checkpoint")
     g.add_argument("--pretrained-checkpoint", default=None,
                    help="initial weights (any TP/PP) when --load holds no checkpoint (Megatron's --finetune)")
+    g.add_argument("--pretrained-vision-checkpoint", default=None,
+                   help="initial vision-encoder weights only, from a checkpoint of this project (any TP/PP): "
+                        "a separately pretrained vision tower, as LLaVA starts from CLIP; projector and "
+                        "language model keep --pretrained-checkpoint's or fresh weights")
     g.add_argument("--save-interval", type=int, default=None)
     g.add_argument("--keep-last-checkpoints", type=int, default=None)
     sched = g.add_mutually_exclusive_group()
@@ -140,6 +144,8 @@ def validate_args(args: argparse.Namespace, world_size: int) -> int:
             errors.append(f"tokenizer model not found: {args.tokenizer_model}")
     if args.pretrained_checkpoint and not Path(args.pretrained_checkpoint).exists():
         errors.append(f"--pretrained-checkpoint {args.pretrained_checkpoint} does not exist")
+    if args.pretrained_vision_checkpoint and not Path(args.pretrained_vision_checkpoint).exists():
+        errors.append(f"--pretrained-vision-checkpoint {args.pretrained_vision_checkpoint} does not exist")
     if args.save_interval is not None and args.save_interval <= 0:
         errors.append(f"--save-interval must be positive, got {args.save_interval}")
     if args.eval_interval and args.eval_iters <= 0:

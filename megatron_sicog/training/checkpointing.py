@@ -360,6 +360,29 @@ def build_meta(args: ModelArgs, tp: int, pp: int, iteration: int, extra: Optiona
     return meta
 
 
+def load_vision_weights(model, load_dir: str | Path, iteration: Optional[int] = None) -> dict:
+    """Load only the vision encoder's weights from a checkpoint of any TP/PP (LLaVA's separately pretrained
+    vision tower); the rest of `model` keeps its weights. A pipeline stage without the encoder loads nothing."""
+    meta = read_meta(load_dir, iteration)
+    if getattr(model, "vision", None) is None:
+        return meta
+    theirs = model_args_from_dict(meta["model_args"]).vision
+    ours = model.args.vision
+    differ = [f"{f}: {getattr(theirs, f)!r} in the checkpoint, {getattr(ours, f)!r} here"
+              for f in ours.__dataclass_fields__ if getattr(theirs, f) != getattr(ours, f)]
+    if differ:
+        raise ValueError(f"--pretrained-vision-checkpoint {load_dir}: its vision encoder has another shape ("
+                         + "; ".join(differ) + ")")
+    needed = {sharding.canonical_key(k) for k in model.state_dict() if k.startswith("vision.")}
+    full, args, _ = load_canonical(load_dir, iteration, keys=needed)
+    local = sharding.shard_full_state_dict(full, model, args.language.vocab_size, prefix="vision.")
+    missing, unexpected = model.load_state_dict(local, strict=False)
+    missing = [k for k in missing if k.startswith("vision.")]
+    if missing or unexpected:
+        raise KeyError(f"{load_dir}: vision weights do not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    return meta
+
+
 def load_model_weights(model, load_dir: str | Path, iteration: Optional[int] = None) -> dict:
     """Load weights from a checkpoint of ANY TP/PP into this rank's model (resharding as needed)."""
     from megatron.core import parallel_state

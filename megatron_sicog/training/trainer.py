@@ -163,6 +163,9 @@ class Trainer:
         if a.pretrained_checkpoint:
             ckpt.load_model_weights(inner, a.pretrained_checkpoint)
             log.info(f"initial weights from {a.pretrained_checkpoint}")
+        if a.pretrained_vision_checkpoint:
+            ckpt.load_vision_weights(inner, a.pretrained_vision_checkpoint)
+            log.info(f"initial vision-encoder weights from {a.pretrained_vision_checkpoint}")
         return 0, None
 
     def _collate_fn(self):
@@ -188,7 +191,7 @@ class Trainer:
 
     def _restore_training_state(self, state: Optional[dict]) -> None:
         if state is None:
-            if self.args.pretrained_checkpoint or self.iteration:
+            if self.args.pretrained_checkpoint or self.args.pretrained_vision_checkpoint or self.iteration:
                 self.optimizer.reload_model_params()  # fp32 main copies of freshly loaded weights
             return
         if "optimizer" in state:
