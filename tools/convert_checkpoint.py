@@ -12,9 +12,13 @@
     # any TP/PP checkpoint -> a directory LlavaForConditionalGeneration.from_pretrained reads
     python tools/convert_checkpoint.py megatron-to-hf --load ckpt/ --save llava-out/ --max-shard-size 5GB
 
+    # after every conversion: do both compute the same? (max |logit diff|, greedy tokens, pixels)
+    python tools/convert_checkpoint.py verify --load ckpt/ --hf-path llava-out/ [--tolerance 1e-4]
+
 Nothing is downloaded: paths are local directories. Output directories must
 not exist (or be empty); they appear only when the conversion has finished.
-Errors name what is missing, unexpected or impossible (exit status 2).
+Errors name what is missing, unexpected or impossible (exit status 2); verify
+exits 1 when the two models differ by more than the tolerance.
 """
 from __future__ import annotations
 
@@ -54,7 +58,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     b.add_argument("--chat-template", default=None,
                    help="chat template written with a SentencePiece tokenizer (default: the checkpoint's)")
     add_allow_pickle_flag(b)
-    for q in (a, b):
+    v = sub.add_parser("verify", help="run a checkpoint and a Hugging Face LLaVA directory on the same inputs")
+    v.add_argument("--load", required=True, help="checkpoint directory (any TP/PP; latest iteration)")
+    v.add_argument("--hf-path", required=True, help="LlavaForConditionalGeneration directory")
+    v.add_argument("--iteration", type=int, default=None)
+    v.add_argument("--image", nargs="+", default=None,
+                   help="image files (default: seeded random images of three aspect ratios)")
+    v.add_argument("--prompt", action="append", default=None, help="prompt text (repeatable; one per image)")
+    v.add_argument("--tolerance", type=float, default=1e-4,
+                   help="largest allowed |logit diff| and |pixel diff| in fp32 (default 1e-4)")
+    v.add_argument("--max-new-tokens", type=int, default=8, help="greedy tokens compared per input")
+    v.add_argument("--seed", type=int, default=0)
+    add_allow_pickle_flag(v)
+    for q in (a, b, v):
         q.add_argument("--no-progress", action="store_true", help="no progress bar")
         add_debug_flag(q)
     args = p.parse_args(argv)
@@ -72,6 +88,8 @@ def main(argv=None) -> Path:
     t0 = time.time()
     allow_pickle(getattr(args, "allow_pickle", False))
     try:
+        if args.command == "verify":
+            return _verify(args)
         if args.command == "hf-to-megatron":
             from megatron_sicog.conversion.hf_import import import_hf
 
@@ -93,6 +111,20 @@ def main(argv=None) -> Path:
         sys.exit(2)
     print(f"{args.command}: wrote {out} in {time.time() - t0:.1f}s")
     return out
+
+
+def _verify(args):
+    from megatron_sicog import runtime
+    from megatron_sicog.conversion.verify import verify
+
+    runtime.init_distributed(1, 1, seed=args.seed)
+    report = verify(args.load, args.hf_path, images=args.image, prompts=args.prompt,
+                    max_new_tokens=args.max_new_tokens, iteration=args.iteration, seed=args.seed)
+    for line in report.lines(args.tolerance):
+        print(line)
+    if not report.ok(args.tolerance):
+        sys.exit(1)
+    return report
 
 
 if __name__ == "__main__":
