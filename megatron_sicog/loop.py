@@ -44,7 +44,7 @@ from megatron_sicog.io import atomic_write_json, iter_records, write_jsonl_atomi
 from megatron_sicog.recipe import stages
 from megatron_sicog.recipe.graph import Member, Stage, Step
 from megatron_sicog.recipe.local import LocalRunner, StageFailed  # noqa: F401  (StageFailed: the loop's error)
-from megatron_sicog.recipe.stages import TrainPhase, Tools, blend
+from megatron_sicog.recipe.stages import TrainPhase, Tools, blend, num_image_tokens
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -130,12 +130,6 @@ class LoopConfig:
             raise ValueError(f"repretrain_from must be 'base' or 'stage1', not {self.repretrain_from!r}")
         if not 0.0 < self.repretrain_curated_mix <= 1.0:
             raise ValueError(f"repretrain_curated_mix must be in (0, 1], not {self.repretrain_curated_mix!r}")
-
-
-def num_image_tokens(preset: str) -> int:
-    from megatron_sicog.model.presets import PRESETS
-
-    return PRESETS[preset].vision.num_image_tokens
 
 
 class Loop:

@@ -101,10 +101,10 @@ def test_script_documents_its_variables(script: Path):
 
 # --------------------------------------------------------------- DRY_RUN without SLURM
 
-def _bash(script: str, **env: str) -> subprocess.CompletedProcess:
+def _bash(script: str, *args: str, **env: str) -> subprocess.CompletedProcess:
     full = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
     full.update(_base_env(DRY_RUN="1"), **env)
-    return subprocess.run(["bash", str(RECIPES / script)], env=full, cwd=REPO, capture_output=True, text=True)
+    return subprocess.run(["bash", str(RECIPES / script), *args], env=full, cwd=REPO, capture_output=True, text=True)
 
 
 def test_generate_dry_run_shard_from_array_task():
@@ -253,38 +253,76 @@ def test_train_dry_run_launch(slurm_cluster: LocalSlurm, tmp_path):
 
 
 def test_loop_chain_dry_run(slurm_cluster: LocalSlurm, tmp_path):
-    """run_sicog_loop.sh submits the chain; every job runs after the one it depends on."""
+    """run_sicog_loop.sh submits the round's stage graph; every job runs after the jobs it depends on."""
+    run = tmp_path / "run"
     proc = slurm_cluster.run("bash", "examples/slurm/run_sicog_loop.sh", env=_base_env(
-        DRY_RUN="1", RUN_DIR=str(tmp_path / "run"), BASE_CKPT="ckpt/base", SEED_DATA_PATH="data/seed",
-        CAPTION_INPUT="data/images.jsonl", QA_INPUT="data/qa.jsonl", TRAIN_NODES="1",
-        SBATCH_ARGS="--cpus-per-task=1", GEN_ARRAY="0-1", PREP_ARRAY="0-1"))
+        DRY_RUN="1", RUN_DIR=str(run), BASE_CKPT="ckpt/base", SEED_DATA_PATH="data/seed",
+        CAPTION_INPUT="data/images.jsonl", QA_INPUT="data/qa.jsonl", IMAGE_ROOT="data/images",
+        TOKENIZER_MODEL="tok/", TRAIN_NODES="1", SBATCH_ARGS="--cpus-per-task=1", GEN_SHARDS="2",
+        PREP_SHARDS="2"))
     ids = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line and " " not in line)
-    order = ["stage1", "generate_cod", "generate_cot", "curate", "preprocess", "merge", "pretrain", "final"]
+    arrays = ("generate_cod", "generate_cot", "preprocess_curated")
+    order = ["train_stage1", "generate_cod", "generate_cod_gather", "generate_cot", "generate_cot_gather", "curate",
+             "preprocess_curated", "preprocess_curated_gather", "train_sicog_pretrain", "train_sicog"]
     assert list(ids) == order, proc.stdout
-    rows = {name: slurm_cluster.wait(ids[name], timeout=240, array_size=2 if name in
-                                     ("generate_cod", "generate_cot", "preprocess") else None)
+    rows = {name: slurm_cluster.wait(ids[name], timeout=240, array_size=2 if name in arrays else None)
             for name in order}
     for name, task_rows in rows.items():
         assert all(r["JobState"] == "COMPLETED" for r in task_rows), (name, task_rows)
-    deps = {"generate_cod": ["stage1"], "generate_cot": ["stage1"], "curate": ["generate_cod", "generate_cot"],
-            "preprocess": ["curate"], "merge": ["preprocess"], "pretrain": ["merge"], "final": ["pretrain"]}
+    deps = {"generate_cod": ["train_stage1"], "generate_cot": ["train_stage1"],
+            "generate_cod_gather": ["generate_cod"], "curate": ["generate_cod_gather", "generate_cot_gather"],
+            "preprocess_curated": ["curate"], "preprocess_curated_gather": ["preprocess_curated"],
+            "train_sicog_pretrain": ["preprocess_curated_gather"], "train_sicog": ["train_sicog_pretrain"]}
     for name, before in deps.items():
         start = min(r["StartTime"] for r in rows[name])
         for b in before:
             assert start >= max(r["EndTime"] for r in rows[b]), f"{name} started before {b} ended"
-    logs = tmp_path / "run" / "logs"
-    (curate_cmd,) = _cmds(logs / f"sicog-curate-{ids['curate']}.out")
+    logs = run / "logs"
+    (curate_cmd,) = _cmds(logs / f"curate-{ids['curate']}.out")
     i = curate_cmd.index("--input")
-    assert curate_cmd[i + 1:i + 3] == [f"{tmp_path}/run/generate/cod/candidates.shard*.jsonl",
-                                       f"{tmp_path}/run/generate/cot/candidates.shard*.jsonl"]
-    (pretrain_cmd,) = _cmds(logs / f"sicog-train-{ids['pretrain']}.out")
+    assert curate_cmd[i + 1:i + 3] == [f"{run}/gen/cod.jsonl", f"{run}/gen/cot.jsonl"]
+    (shard_cmd,) = _cmds(logs / f"generate_cod-{ids['generate_cod']}_1.out")
+    assert _flag(shard_cmd, "--output") == f"{run}/gen/cod.shard1.jsonl"
+    assert _flag(shard_cmd, "--shard-index") == "1" and _flag(shard_cmd, "--num-shards") == "2"
+    (pretrain_cmd,) = _cmds(logs / f"train_sicog_pretrain-{ids['train_sicog_pretrain']}.out")
     assert _flag(pretrain_cmd, "--stage") == "pretrain"
-    assert _flag(pretrain_cmd, "--data-path") == f"{tmp_path}/run/data/merged"
-    assert _flag(pretrain_cmd, "--load") == f"{tmp_path}/run/pretrain"
+    assert _flag(pretrain_cmd, "--data-path") == f"{run}/idx/curated"
+    assert _flag(pretrain_cmd, "--load") == f"{run}/ckpt/sicog_pretrain"
     assert _flag(pretrain_cmd, "--pretrained-checkpoint") == "ckpt/base"
-    (final_cmd,) = _cmds(logs / f"sicog-train-{ids['final']}.out")
-    assert _flag(final_cmd, "--pretrained-checkpoint") == f"{tmp_path}/run/pretrain"
-    assert _flag(final_cmd, "--load") == f"{tmp_path}/run/final" and _flag(final_cmd, "--stage") == "sft"
+    (final_cmd,) = _cmds(logs / f"train_sicog-{ids['train_sicog']}.out")
+    assert _flag(final_cmd, "--pretrained-checkpoint") == f"{run}/ckpt/sicog_pretrain"
+    assert _flag(final_cmd, "--load") == f"{run}/ckpt/sicog" and _flag(final_cmd, "--stage") == "sft"
+    assert "torch.distributed.run" in final_cmd or any(c.endswith("torchrun") for c in final_cmd)
+
+
+def test_train_given_the_trainer_arguments_runs_them_as_given():
+    """train.sbatch ARGS...: the stage graph's command, unchanged on a CPU node (the launcher prefix aside);
+    a GPU node appends what the node needs."""
+    args = ["--stage", "sft", "--train-iters", "7", "--save", "runs/x", "--load", "runs/x", "--data-path", "d"]
+    job = {"SLURM_JOB_ID": "5", "SLURM_JOB_NODELIST": "localhost", "MASTER_ADDR": "localhost"}
+    cpu = _bash("train.sbatch", *args, GPU_NODE="0", STAGE="dpo", **job)  # STAGE is not read then
+    assert cpu.returncode == 0, cpu.stderr
+    (cmd,) = _cmds_text(cpu.stdout)
+    assert cmd[cmd.index("pretrain_sicog.py") + 1:] == args
+    gpu = _bash("train.sbatch", *args, GPU_NODE="1", **job)
+    (cmd,) = _cmds_text(gpu.stdout)
+    assert cmd[cmd.index("pretrain_sicog.py") + 1:] == args + ["--transformer-impl", "transformer_engine", "--bf16",
+                                                               "--use-distributed-optimizer"]
+    bad = _bash("train.sbatch", "--stage", "sft", **job)
+    assert bad.returncode != 0 and "lack --save or --train-iters" in bad.stderr
+
+
+def test_stage_recipe_fills_in_the_shard():
+    proc = _bash("stage.sbatch", "tools/curate.py", "--output", "o.shard{shard}.jsonl", "--num-shards",
+                 "{num_shards}", SLURM_ARRAY_TASK_ID="2", SLURM_ARRAY_TASK_COUNT="3")
+    assert proc.returncode == 0, proc.stderr
+    (cmd,) = _cmds_text(proc.stdout)
+    assert cmd == [sys.executable, "tools/curate.py", "--output", "o.shard2.jsonl", "--num-shards", "3"]
+    assert _bash("stage.sbatch").returncode != 0
+
+
+def _cmds_text(text: str) -> list[list[str]]:
+    return [shlex.split(line[len("SICOG_CMD:"):]) for line in text.splitlines() if line.startswith("SICOG_CMD:")]
 
 
 def _write_candidates(d: Path) -> None:

@@ -99,3 +99,13 @@ sicog_extra() {
   read -r -a extra <<<"$EXTRA_ARGS"
   CMD+=("${extra[@]}")
 }
+
+# sicog_arg_value FLAG ARGS...: print the word after FLAG in ARGS (nothing when absent).
+sicog_arg_value() {
+  local flag=$1
+  shift
+  while [ "$#" -gt 0 ]; do
+    if [ "$1" = "$flag" ]; then echo "${2:-}"; return 0; fi
+    shift
+  done
+}

@@ -1,131 +1,97 @@
 #!/usr/bin/env bash
-# Submit one whole SICOG round as a chain of SLURM jobs, each starting only
-# when the one before it succeeded (--dependency=afterok, and
-# --kill-on-invalid-dep=yes so a failure cancels the rest of the chain):
+# Submit one whole SICOG round as a chain of SLURM jobs: a thin wrapper over the stage graph's sbatch
+# runner (python -m megatron_sicog.recipe.sbatch; the round: megatron_sicog/recipe/round.py). It writes
+# RUN_DIR/submit.sh (one sbatch per stage, each waiting for the jobs that wrote its inputs with
+# --dependency=afterok and --kill-on-invalid-dep=yes) and runs it:
 #
-#   1 train.sbatch       stage 1: STAGE1 (sft|dpo) on the seed set, from BASE_CKPT
-#   2 generate.sbatch    stage 2: CoD candidates on CAPTION_INPUT and/or CoT on QA_INPUT (arrays)
-#   3 curate.sbatch      stage 2: self-consistency curation of all candidate shards
-#   4 preprocess.sbatch  stage 3: curated records -> indexed-dataset shards (array)
-#   5 merge.sbatch       stage 3: shards -> RUN_DIR/data/merged
-#   6 train.sbatch       stage 3: STAGE=pretrain on the merged data, from PRETRAIN_INIT
-#   7 train.sbatch       FINAL_STAGE (sft|dpo) of the re-pretrained model on FINAL_DATA_PATH
+#   train_stage1          train.sbatch   stage 1: STAGE1 (sft|dpo) on SEED_DATA_PATH, from BASE_CKPT
+#   generate_cod / _cot   stage.sbatch   stage 2: candidates on CAPTION_INPUT / QA_INPUT (arrays of GEN_SHARDS,
+#                                        each followed by a _gather job joining the shards)
+#   curate                stage.sbatch   stage 2: self-consistency curation
+#   preprocess_curated    stage.sbatch   stage 3: curated records -> RUN_DIR/idx/curated (array of PREP_SHARDS
+#                                        + a _gather job, tools/merge_datasets.py)
+#   train_sicog_pretrain  train.sbatch   stage 3: re-pretraining, curated data only unless ALIGN_DATA_PATH
+#   train_sicog           train.sbatch   FINAL_STAGE (sft|dpo) on FINAL_DATA_PATH
 #
-# Each training job resumes from its own SAVE_DIR (--load) and starts from the
-# previous model (--pretrained-checkpoint). Prints "<step>=<job id>" per job and a final "jobs: ..." line; run from anywhere.
+# Every job runs the command the local runner would run for the same settings (the tool and its
+# arguments; only the launcher differs: srun + torchrun in train.sbatch). Prints "<job>=<id>" per job,
+# then "jobs: ..." and "logs: ...". Run from anywhere.
 #
 #   BASE_CKPT=ckpt/base SEED_DATA_PATH=data/seed_text_document CAPTION_INPUT=data/images.jsonl \
-#     examples/slurm/run_sicog_loop.sh
+#     IMAGE_ROOT=data/images TOKENIZER_MODEL=tok/ examples/slurm/run_sicog_loop.sh
 #
 # Environment (default). Relative paths are relative to SICOG_ROOT (the jobs cd there).
-#   RUN_DIR          where every stage writes; logs in RUN_DIR/logs      (runs/sicog)
+#   RUN_DIR          where every stage writes (ckpt/, gen/, idx/, logs/)       (runs/sicog)
+#   ROUND_CONFIG     JSON file of round settings (megatron_sicog/recipe/round.py); the variables
+#                    below override it                                          (none: the defaults)
+#   ROUND_SETTINGS   more settings, space-separated KEY=VALUE (e.g. "stage1.iters=200 seq_length=4096")
 #   BASE_CKPT        checkpoint stage 1 starts from (required)
-#   SEED_DATA_PATH   stage-1 --data-path (required unless MOCK_DATA=1)
-#   STAGE1           sft | dpo                                           (sft)
+#   SEED_DATA_PATH   stage-1 --data-path, weights allowed (required)
+#   STAGE1           sft | dpo                                                  (sft)
 #   CAPTION_INPUT    images for CoD generation (LLaVA JSONL)  } at least one
 #   QA_INPUT         image-question pairs for CoT generation   } of the two
-#   GEN_ARRAY        --array of each generation job                      (0-3)
-#   PREP_ARRAY       --array of the preprocessing job                    (0-3)
-#   TRAIN_NODES      --nodes of each training job                        (the recipe's: 2)
-#   PRETRAIN_INIT    checkpoint re-pretraining starts from               (BASE_CKPT)
-#   PRETRAIN_DATA_PATH  re-pretraining --data-path (may blend: "0.7 RUN_DIR/data/merged 0.3 other")
-#                                                                        (RUN_DIR/data/merged)
-#   FINAL_STAGE      sft | dpo | none                                    (sft)
-#   FINAL_DATA_PATH  --data-path of the final stage                      (SEED_DATA_PATH)
+#   IMAGE_ROOT       folder the records' image paths are relative to (required)
+#   TOKENIZER_TYPE   --tokenizer-type                                           (HuggingFaceTokenizer)
+#   TOKENIZER_MODEL  --tokenizer-model (required)
+#   CHAT_TEMPLATE    --chat-template                                            (qwen2)
+#   MODEL_PRESET     --model-preset                                             (tiny)
+#   GEN_SHARDS       array size of each generation job                          (4)
+#   PREP_SHARDS      array size of the preprocessing job                        (4)
+#   TRAIN_NODES      --nodes of each training job                               (the recipe's: 2)
+#   REPRETRAIN_FROM  base (BASE_CKPT) | stage1: where re-pretraining starts     (base)
+#   ALIGN_DATA_PATH  alignment data blended into re-pretraining                 (none)
+#   REPRETRAIN_CURATED_MIX  share of the curated data in that blend (1 = curated only; the tiny
+#                    demo's default is 0.5)                                     (0.5 with ALIGN_DATA_PATH, else 1)
+#   FINAL_STAGE      sft | dpo | none                                           (sft)
+#   FINAL_DATA_PATH  --data-path of the final stage                             (SEED_DATA_PATH)
+#   TRAIN_EXTRA_ARGS extra trainer flags of every training job (e.g. "--tensor-model-parallel-size 2")
 #   SBATCH_ARGS      extra sbatch options for every job (e.g. "--partition=gpu --account=x")
-#   STAGE1_EXTRA_ARGS, PRETRAIN_EXTRA_ARGS, FINAL_EXTRA_ARGS: EXTRA_ARGS of those training jobs
-# Everything else in the environment reaches the jobs (sbatch --export=ALL): the
-# recipes' own variables (MODEL_PRESET, TP, PP, TOKENIZER_TYPE, SCORER, THRESHOLD,
-# DRY_RUN, ...) apply to every job that reads them.
+#   SICOG_PYTHON     (alias PYTHON) the interpreter that writes the chain     (.venv/bin/python, else python3)
+# Everything else in the environment reaches the jobs (sbatch exports it), SICOG_PYTHON too; DRY_RUN=1 (each
+# job prints its command, "SICOG_CMD: ...", and exits 0), GPUS_PER_NODE, PRECISION, ... (see the recipes).
 set -euo pipefail
 
 SICOG_ROOT=${SICOG_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 export SICOG_ROOT
-RECIPES="$SICOG_ROOT/examples/slurm"
 die() { echo "run_sicog_loop.sh: error: $*" >&2; exit 1; }
+command -v sbatch >/dev/null 2>&1 || die "sbatch not found (is SLURM installed and SLURM_CONF set?)"
+cd "$SICOG_ROOT"
+PY=${SICOG_PYTHON:-${PYTHON:-}}
+if [ -z "$PY" ]; then
+  if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
+fi
 
 RUN_DIR=${RUN_DIR:-runs/sicog}
-BASE_CKPT=${BASE_CKPT:-}
-SEED_DATA_PATH=${SEED_DATA_PATH:-}
-STAGE1=${STAGE1:-sft}
-CAPTION_INPUT=${CAPTION_INPUT:-}
-QA_INPUT=${QA_INPUT:-}
-GEN_ARRAY=${GEN_ARRAY:-0-3}
-PREP_ARRAY=${PREP_ARRAY:-0-3}
-TRAIN_NODES=${TRAIN_NODES:-}
-PRETRAIN_INIT=${PRETRAIN_INIT:-$BASE_CKPT}
-FINAL_STAGE=${FINAL_STAGE:-sft}
-FINAL_DATA_PATH=${FINAL_DATA_PATH:-$SEED_DATA_PATH}
-SBATCH_ARGS=${SBATCH_ARGS:-}
-STAGE1_EXTRA_ARGS=${STAGE1_EXTRA_ARGS:-}
-PRETRAIN_EXTRA_ARGS=${PRETRAIN_EXTRA_ARGS:-}
-FINAL_EXTRA_ARGS=${FINAL_EXTRA_ARGS:-}
-
-command -v sbatch >/dev/null 2>&1 || die "sbatch not found (is SLURM installed and SLURM_CONF set?)"
-[ -n "$BASE_CKPT" ] || die "BASE_CKPT is not set"
-[ -n "$SEED_DATA_PATH" ] || [ "${MOCK_DATA:-0}" = 1 ] || die "SEED_DATA_PATH is not set (or set MOCK_DATA=1)"
-[ -n "$CAPTION_INPUT$QA_INPUT" ] || die "set CAPTION_INPUT (CoD) and/or QA_INPUT (CoT)"
-case "$STAGE1" in sft|dpo) ;; *) die "STAGE1 must be sft or dpo (got '$STAGE1')" ;; esac
-case "$FINAL_STAGE" in sft|dpo|none) ;; *) die "FINAL_STAGE must be sft, dpo or none (got '$FINAL_STAGE')" ;; esac
-
-case "$RUN_DIR" in /*) ;; *) RUN_DIR="$SICOG_ROOT/$RUN_DIR" ;; esac
-mkdir -p "$RUN_DIR/logs"
-read -r -a common_args <<<"$SBATCH_ARGS"
-train_nodes=()
-[ -z "$TRAIN_NODES" ] || train_nodes=(--nodes "$TRAIN_NODES")
-
-# submit NAME DEPENDENCY VAR=VALUE... -- SBATCH-ARGS...: prints NAME=<id>, sets JOB_ID.
-JOB_IDS=()
-submit() {
-  local name=$1 dep=$2
-  shift 2
-  local envs=()
-  while [ "$1" != -- ]; do envs+=("$1"); shift; done
-  shift
-  local args=(--parsable --chdir "$SICOG_ROOT" "${common_args[@]}")
-  [ -z "$dep" ] || args+=(--dependency "afterok:$dep" --kill-on-invalid-dep=yes)
-  local out
-  out=$(env "${envs[@]}" sbatch "${args[@]}" "$@") || die "sbatch for $name failed"
-  JOB_ID=${out%%;*}
-  JOB_IDS+=("$name=$JOB_ID")
-  echo "$name=$JOB_ID"
+sets=(output_dir="$RUN_DIR")
+setting() {  # setting KEY VALUE: a round setting when VALUE is non-empty
+  [ -z "$2" ] || sets+=("$1=$2")
 }
+setting base_checkpoint "${BASE_CKPT:-}"
+setting seed_data "${SEED_DATA_PATH:-}"
+setting stage1_stage "${STAGE1:-}"
+setting caption_input "${CAPTION_INPUT:-}"
+setting qa_input "${QA_INPUT:-}"
+setting image_root "${IMAGE_ROOT:-}"
+setting tokenizer_type "${TOKENIZER_TYPE:-}"
+setting tokenizer_model "${TOKENIZER_MODEL:-}"
+setting chat_template "${CHAT_TEMPLATE:-}"
+setting model_preset "${MODEL_PRESET:-}"
+setting repretrain_from "${REPRETRAIN_FROM:-}"
+setting align_data "${ALIGN_DATA_PATH:-}"
+if [ -n "${ALIGN_DATA_PATH:-}" ]; then setting repretrain_curated_mix "${REPRETRAIN_CURATED_MIX:-0.5}"
+else setting repretrain_curated_mix "${REPRETRAIN_CURATED_MIX:-}"; fi
+setting final_stage "${FINAL_STAGE:-}"
+setting final_data "${FINAL_DATA_PATH:-}"
+setting train_extra_args "${TRAIN_EXTRA_ARGS:-}"
+read -r -a more <<<"${ROUND_SETTINGS:-}"
+sets+=("${more[@]}")
 
-log_one="$RUN_DIR/logs/%x-%j.out"
-log_array="$RUN_DIR/logs/%x-%A_%a.out"
-
-submit stage1 "" STAGE="$STAGE1" PRETRAINED_CKPT="$BASE_CKPT" SAVE_DIR="$RUN_DIR/stage1" LOAD_DIR="$RUN_DIR/stage1" \
-  DATA_PATH="$SEED_DATA_PATH" LOG_JSON="$RUN_DIR/stage1/log.jsonl" EXTRA_ARGS="$STAGE1_EXTRA_ARGS" -- \
-  "${train_nodes[@]}" --output "$log_one" "$RECIPES/train.sbatch"
-stage1=$JOB_ID
-
-gen_jobs=()
-input_dirs=()
-if [ -n "$CAPTION_INPUT" ]; then
-  submit generate_cod "$stage1" MODE=cod CKPT="$RUN_DIR/stage1" INPUT="$CAPTION_INPUT" \
-    OUT_DIR="$RUN_DIR/generate/cod" -- --array "$GEN_ARRAY" --output "$log_array" "$RECIPES/generate.sbatch"
-  gen_jobs+=("$JOB_ID"); input_dirs+=("$RUN_DIR/generate/cod")
-fi
-if [ -n "$QA_INPUT" ]; then
-  submit generate_cot "$stage1" MODE=cot CKPT="$RUN_DIR/stage1" INPUT="$QA_INPUT" \
-    OUT_DIR="$RUN_DIR/generate/cot" -- --array "$GEN_ARRAY" --output "$log_array" "$RECIPES/generate.sbatch"
-  gen_jobs+=("$JOB_ID"); input_dirs+=("$RUN_DIR/generate/cot")
-fi
-gen_dep=$(IFS=:; echo "${gen_jobs[*]}")
-
-submit curate "$gen_dep" INPUT_DIRS="${input_dirs[*]}" OUT_DIR="$RUN_DIR/curate" -- \
-  --output "$log_one" "$RECIPES/curate.sbatch"
-submit preprocess "$JOB_ID" INPUT="$RUN_DIR/curate/curated.jsonl" OUT_DIR="$RUN_DIR/data" -- \
-  --array "$PREP_ARRAY" --output "$log_array" "$RECIPES/preprocess.sbatch"
-submit merge "$JOB_ID" OUT_DIR="$RUN_DIR/data" OUTPUT_PREFIX="$RUN_DIR/data/merged" -- \
-  --output "$log_one" "$RECIPES/merge.sbatch"
-submit pretrain "$JOB_ID" STAGE=pretrain PRETRAINED_CKPT="$PRETRAIN_INIT" SAVE_DIR="$RUN_DIR/pretrain" LOAD_DIR="$RUN_DIR/pretrain" \
-  DATA_PATH="${PRETRAIN_DATA_PATH:-$RUN_DIR/data/merged}" LOG_JSON="$RUN_DIR/pretrain/log.jsonl" \
-  EXTRA_ARGS="$PRETRAIN_EXTRA_ARGS" -- "${train_nodes[@]}" --output "$log_one" "$RECIPES/train.sbatch"
-if [ "$FINAL_STAGE" != none ]; then
-  submit final "$JOB_ID" STAGE="$FINAL_STAGE" PRETRAINED_CKPT="$RUN_DIR/pretrain" SAVE_DIR="$RUN_DIR/final" LOAD_DIR="$RUN_DIR/final" \
-    DATA_PATH="$FINAL_DATA_PATH" LOG_JSON="$RUN_DIR/final/log.jsonl" EXTRA_ARGS="$FINAL_EXTRA_ARGS" -- \
-    "${train_nodes[@]}" --output "$log_one" "$RECIPES/train.sbatch"
-fi
-echo "jobs: ${JOB_IDS[*]}"
-echo "logs: $RUN_DIR/logs"
+args=(--gen-shards "${GEN_SHARDS:-4}" --prep-shards "${PREP_SHARDS:-4}")
+[ -z "${ROUND_CONFIG:-}" ] || args+=(--round-config "$ROUND_CONFIG")
+[ -z "${TRAIN_NODES:-}" ] || args+=(--train-nodes "$TRAIN_NODES")
+for s in "${sets[@]}"; do args+=(--set "$s"); done
+case "$RUN_DIR" in /*) ;; *) RUN_DIR="$SICOG_ROOT/$RUN_DIR" ;; esac
+mkdir -p "$RUN_DIR"
+PYTHONPATH="$SICOG_ROOT${PYTHONPATH:+:$PYTHONPATH}" "$PY" -m megatron_sicog.recipe.sbatch "${args[@]}" \
+  --write "$RUN_DIR/submit.sh" || die "the round's settings were refused (see above)"
+bash "$RUN_DIR/submit.sh"

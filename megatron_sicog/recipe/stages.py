@@ -48,6 +48,13 @@ class Tools:
         return ["--tokenizer-type", self.tokenizer_type, "--tokenizer-model", self.tokenizer_model]
 
 
+def num_image_tokens(preset: str) -> int:
+    """The image tokens one image takes in the preset's language model (what preprocessing reserves)."""
+    from megatron_sicog.model.presets import PRESETS
+
+    return PRESETS[preset].vision.num_image_tokens
+
+
 def _data_prefixes(data_path: Sequence[str]) -> tuple[str, ...]:
     """The dataset prefixes of a Megatron --data-path (weights left out)."""
     words = list(data_path)

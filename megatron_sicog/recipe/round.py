@@ -1,0 +1,148 @@
+"""One SICOG round on a cluster's own data, as a stage graph (what examples/slurm/run_sicog_loop.sh submits):
+
+    train_stage1          pretrain_sicog.py --stage sft|dpo   seed data, from base_checkpoint  -> ckpt/stage1
+    generate_cod / _cot   tools/generate_candidates.py        caption_input / qa_input          -> gen/{cod,cot}.jsonl
+    curate                tools/curate.py                     the candidates                   -> gen/curated.jsonl
+    preprocess_curated    tools/preprocess_data.py            gen/curated.jsonl                -> idx/curated
+    train_sicog_pretrain  pretrain_sicog.py --stage pretrain  idx/curated (+ align_data blend)  -> ckpt/sicog_pretrain
+    train_sicog           pretrain_sicog.py --stage sft|dpo   final_data (the seed data)        -> ckpt/sicog
+
+The same builders make the tiny demo's round (megatron_sicog/loop.py), so equal settings give equal
+commands. Defaults differ where the two settings do: the demo re-pretrains on a 0.5/0.5 blend of alignment
+and curated data; a cluster round on the curated data only (``repretrain_curated_mix`` 1.0) unless
+``align_data`` and a mix below 1 are given.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from megatron_sicog.recipe import stages
+from megatron_sicog.recipe.graph import Member, Stage
+from megatron_sicog.recipe.stages import TrainPhase, Tools, blend
+
+LIST_FIELDS = ("seed_data", "final_data", "exclude", "train_extra_args")
+
+
+@dataclass
+class RoundConfig:
+    output_dir: str = "runs/sicog"  # ckpt/, gen/, idx/, logs/ of the round
+    base_checkpoint: str = ""  # stage 1 starts here (required)
+    seed_data: list = field(default_factory=list)  # stage-1 --data-path, weights allowed (required)
+    caption_input: str = ""  # images for CoD candidates (LLaVA JSONL)     } at least
+    qa_input: str = ""  # image-question pairs for CoT candidates           } one of the two
+    image_root: str = ""  # folder the records' image paths are relative to (required)
+    tokenizer_type: str = "HuggingFaceTokenizer"
+    tokenizer_model: str = ""  # (required)
+    chat_template: str = "qwen2"
+    model_preset: str = "tiny"
+    seq_length: int = 2048
+    seed: int = 1234
+    stage1_stage: str = "sft"  # sft | dpo
+    stage1: TrainPhase = field(default_factory=lambda: TrainPhase(iters=1000, lr=2e-5, global_batch_size=8,
+                                                                  micro_batch_size=1, warmup=0))
+    # where re-pretraining starts: "base" (base_checkpoint, the paper) or "stage1"
+    repretrain_from: str = "base"
+    align_data: str = ""  # alignment data blended into re-pretraining (with repretrain_curated_mix < 1)
+    repretrain_curated_mix: float = 1.0  # share of the curated data in re-pretraining (1.0: curated only)
+    repretrain: TrainPhase = field(default_factory=lambda: TrainPhase(iters=1000, lr=1e-4, global_batch_size=8,
+                                                                      micro_batch_size=1, warmup=0))
+    final_stage: str = "sft"  # sft | dpo | none
+    final_data: list = field(default_factory=list)  # default: seed_data
+    final: TrainPhase = field(default_factory=lambda: TrainPhase(iters=1000, lr=2e-5, global_batch_size=8,
+                                                                 micro_batch_size=1, warmup=0))
+    pack_sequences: bool = False
+    dpo_beta: float = 0.1
+    train_extra_args: list = field(default_factory=list)  # appended to every training command (TP, PP, ...)
+    # stage 2
+    num_candidates: int = 6
+    temperature: float = 0.7
+    top_p: float = 0.9
+    max_new_tokens_cod: int = 512
+    max_new_tokens_cot: int = 512
+    generation_micro_batch: int = 8
+    scorer: str = "embedding"
+    caption_threshold: float = 0.85
+    reasoning_threshold: float = 1.0
+    exclude: list = field(default_factory=list)  # decontamination: files whose images may not be curated
+
+    def check(self) -> None:
+        missing = [f for f in ("base_checkpoint", "seed_data", "image_root", "tokenizer_model") if not getattr(self, f)]
+        if missing:
+            raise ValueError(f"round settings missing: {', '.join(missing)}")
+        if not (self.caption_input or self.qa_input):
+            raise ValueError("set caption_input (CoD candidates) and/or qa_input (CoT candidates)")
+        for name, value, allowed in (("stage1_stage", self.stage1_stage, ("sft", "dpo")),
+                                     ("final_stage", self.final_stage, ("sft", "dpo", "none")),
+                                     ("repretrain_from", self.repretrain_from, ("base", "stage1"))):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+        if not 0.0 < self.repretrain_curated_mix <= 1.0:
+            raise ValueError(f"repretrain_curated_mix must be in (0, 1], not {self.repretrain_curated_mix}")
+        if self.repretrain_curated_mix < 1.0 and not self.align_data:
+            raise ValueError(f"repretrain_curated_mix {self.repretrain_curated_mix} < 1 needs align_data")
+
+    @classmethod
+    def load(cls, path: Optional[str], sets: list[str] = ()) -> "RoundConfig":
+        """Settings from a JSON file, then ``key=value`` overrides (``stage1.iters=50``; JSON values, else text;
+        list settings split on spaces)."""
+        raw = json.loads(Path(path).read_text()) if path else {}
+        for item in sets:
+            key, _, value = item.partition("=")
+            try:
+                v = json.loads(value)
+            except ValueError:
+                v = value
+            if key in LIST_FIELDS and isinstance(v, str):
+                v = v.split()
+            head, _, sub = key.partition(".")
+            if sub:
+                raw.setdefault(head, {})[sub] = v
+            else:
+                raw[key] = v
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - set(names))
+        if unknown:
+            raise ValueError(f"unknown round settings {unknown}")
+        kw = {}
+        for k, v in raw.items():
+            if isinstance(v, dict):
+                v = dataclasses.replace(names[k].default_factory(), **v)
+            kw[k] = v
+        return cls(**kw)
+
+
+def sicog_round(cfg: RoundConfig) -> list[Member]:
+    cfg.check()
+    out = Path(cfg.output_dir).resolve()
+    t = Tools(out=out, image_root=cfg.image_root, tokenizer_model=cfg.tokenizer_model,
+              chat_template=cfg.chat_template, seq_length=cfg.seq_length, seed=cfg.seed,
+              model_preset=cfg.model_preset, image_seq_length=stages.num_image_tokens(cfg.model_preset),
+              tokenizer_type=cfg.tokenizer_type, pack_sequences=cfg.pack_sequences, dpo_beta=cfg.dpo_beta,
+              top_p=cfg.top_p)
+
+    def train(name, stage, phase, data, init) -> Stage:
+        s = stages.train(t, name, stage, phase, data, init)
+        return dataclasses.replace(s, args=s.args + tuple(map(str, cfg.train_extra_args)))
+
+    g: list[Member] = [train("stage1", cfg.stage1_stage, cfg.stage1, cfg.seed_data, cfg.base_checkpoint)]
+    stage1 = g[0].outputs[0]
+    candidates = []
+    for name, inputs, mode, max_new in (("cod", cfg.caption_input, "cod", cfg.max_new_tokens_cod),
+                                        ("cot", cfg.qa_input, "cot", cfg.max_new_tokens_cot)):
+        if inputs:
+            g.append(stages.generate(t, name, stage1, inputs, mode, cfg.num_candidates, cfg.temperature, max_new,
+                                     cfg.generation_micro_batch))
+            candidates.append(g[-1].outputs[0])
+    g.append(stages.curate(t, "", candidates, stages.Curation(cfg.scorer, cfg.caption_threshold,
+                                                              cfg.reasoning_threshold, tuple(cfg.exclude))))
+    g.append(stages.preprocess(t, "curated", [g[-1].outputs[0]], cfg.chat_template))
+    data = blend([(1.0 - cfg.repretrain_curated_mix, cfg.align_data), (cfg.repretrain_curated_mix, g[-1].outputs[0])])
+    start = cfg.base_checkpoint if cfg.repretrain_from == "base" else stage1
+    g.append(train("sicog_pretrain", "pretrain", cfg.repretrain, data, start))
+    if cfg.final_stage != "none":
+        g.append(train("sicog", cfg.final_stage, cfg.final, cfg.final_data or cfg.seed_data, g[-1].outputs[0]))
+    return g
