@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from megatron_sicog import loop_report as report
 from megatron_sicog.io import atomic_write_json, iter_records, write_jsonl_atomic
 from megatron_sicog.recipe import stages
 from megatron_sicog.recipe.graph import Member, Stage, Step
@@ -195,7 +196,7 @@ class Loop:
         results: dict = {name: self.scores(name) for name in self.models()}
         if c.benchmark_images:
             results["benchmarks"] = {name: self.benchmark_results(name) for name in self.models()}
-        results["comparisons"] = self.comparisons([("stage1", "sicog"), ("baseline", "sicog"),
+        results["comparisons"] = self._comparisons([("stage1", "sicog"), ("baseline", "sicog"),
                                                    ("stage1", "baseline")])
         gen_tag = "_dpo" if self.dpo else ""
         curated = self.out / "gen" / f"curated{gen_tag}.jsonl"
@@ -204,8 +205,8 @@ class Loop:
                 {"fraction": frac, "curated_samples": _count_records(
                     self.out / "gen" / f"curated{tag}.jsonl" if tag else curated), **self.scores(f"sicog{tag}")}
                 for frac, tag in _scaling_tags(c.scaling_fractions)]
-        results.update(self.curation_counts(curated, gen_tag))
-        results["self_generated_quality"] = self.self_generated_quality(curated, gen_tag)
+        results.update(report.curation_counts(self.out / "gen", self.data, curated, gen_tag))
+        results["self_generated_quality"] = report.self_generated_quality(self.out / "gen", self.data, curated, gen_tag)
         names = list(self.models())
         if self.rounds > 1:
             rounds = []
@@ -213,74 +214,24 @@ class Loop:
                 tag, prev = f"_r{r}", ("sicog" if r == 2 else f"sicog_r{r - 1}")
                 for name in (f"sicog{tag}", f"baseline{tag}"):
                     results[name] = self.scores(name)
-                cmp = self.comparisons([(f"baseline{tag}", f"sicog{tag}"), (prev, f"sicog{tag}")])
+                cmp = self._comparisons([(f"baseline{tag}", f"sicog{tag}"), (prev, f"sicog{tag}")])
                 results["comparisons"].update(cmp)
                 cur = self.out / "gen" / f"curated{tag}.jsonl"
-                rounds.append({"round": r, "generator": prev, **self.curation_counts(cur, tag),
-                               "self_generated_quality": self.self_generated_quality(cur, tag),
+                rounds.append({"round": r, "generator": prev, **report.curation_counts(self.out / "gen", self.data, cur, tag),
+                               "self_generated_quality": report.self_generated_quality(self.out / "gen", self.data, cur, tag),
                                "sicog": results[f"sicog{tag}"], "baseline": results[f"baseline{tag}"],
                                "comparisons": cmp})
                 names += [f"sicog{tag}", f"baseline{tag}"]
             results["rounds"] = rounds
         for name in names:
-            results[name]["step_consistency"] = self.step_consistency(name)
+            results[name]["step_consistency"] = report.step_consistency(self.out / "gen", name)
         results["seconds"] = round(time.perf_counter() - t0, 1)
         results["stage_seconds"] = {k: round(v, 1) for k, v in self.timings.items()}
         results["config"] = dataclasses.asdict(c)
         return results
 
-    def comparisons(self, pairs: list[tuple[str, str]]) -> dict:
-        """Paired bootstrap (items resampled) of B - A for answer accuracy and caption F1."""
-        from megatron_sicog.evaluation.significance import paired_bootstrap
-
-        out = {}
-        for a, b in pairs:
-            ma, mb = self.metrics(a), self.metrics(b)
-            out[f"{b}-{a}"] = {"accuracy": paired_bootstrap(ma, mb, "reasoning", seed=self.cfg.seed),
-                               "caption_score": paired_bootstrap(ma, mb, "caption", seed=self.cfg.seed)}
-        return out
-
-    def self_generated_quality(self, curated: Path, tag: str = "") -> dict:
-        """(Analysis only, after training) the candidates and the curated set against the hidden truth."""
-        from megatron_sicog.evaluation.consistency import answer_vote_quality, caption_candidate_quality
-
-        gen = self.out / "gen"
-        return {"caption": caption_candidate_quality(gen / f"cod{tag}.jsonl", curated,
-                                                     self.data / "scene_graphs.jsonl"),
-                "answers": answer_vote_quality(gen / f"cot{tag}.jsonl", self.data / "unlabelled_answers.jsonl")}
-
-    def step_consistency(self, name: str) -> dict:
-        """Step 1 vs step 5 of the model's greedy held-out CoD descriptions."""
-        from megatron_sicog.evaluation.consistency import mean_step_consistency
-
-        rows = iter_records(self.out / "gen" / f"eval_{name}_cod.jsonl")
-        return mean_step_consistency((r.get("candidates") or [""])[0] for _, r in rows if isinstance(r, dict))
-
-    def curation_counts(self, curated: Path, tag: str = "") -> dict:
-        """Curated / candidate counts (the candidates of the same generation, ``gen/cod{tag}.jsonl``), and
-        (analysis only) pseudo-label accuracy vs the hidden answers."""
-        from megatron_sicog.curation.answers import normalize_answer, same_answer
-
-        n_curated = n_reasoning = n_correct = 0
-        candidates = 0
-        for name in ("cod", "cot"):
-            for _, rec in iter_records(self.out / "gen" / f"{name}{tag}.jsonl"):
-                if isinstance(rec, dict):
-                    candidates += len(rec.get("candidates") or [])
-        answers = {r["id"]: r.get("answer") for _, r in iter_records(self.data / "unlabelled_answers.jsonl")
-                   if isinstance(r, dict)}
-        for _, rec in iter_records(curated):
-            if not isinstance(rec, dict):
-                continue
-            n_curated += 1
-            if rec.get("task") == "reasoning" or "answer" in rec:
-                n_reasoning += 1
-                truth = answers.get(rec["id"])
-                key = rec.get("answer_key") or normalize_answer(str(rec.get("answer") or ""))
-                n_correct += truth is not None and same_answer(normalize_answer(str(truth)), key)
-        return {"curated_samples": n_curated, "candidates": candidates,
-                "curated_reasoning_samples": n_reasoning,
-                "curated_reasoning_pseudo_label_accuracy": (n_correct / n_reasoning) if n_reasoning else None}
+    def _comparisons(self, pairs: list[tuple[str, str]]) -> dict:
+        return report.comparisons(self.metrics, pairs, seed=self.cfg.seed)
 
 
 def _scaling_tags(fractions) -> list[tuple[float, str]]:
@@ -462,89 +413,6 @@ def write_subset(curated: str, fraction: float, output: str) -> None:
     write_jsonl_atomic(Path(output), rows[: max(1, int(round(len(rows) * fraction)))])
 
 
-def _model_rows(results: dict) -> list[str]:
-    """Evaluated models in table order: base, stage 1 (+DPO), baseline, sicog, then later rounds."""
-    rows = [k for k in ("base", "stage1", "stage1_dpo", "baseline", "sicog") if k in results]
-    for r in results.get("rounds") or []:
-        rows += [k for k in (f"baseline_r{r['round']}", f"sicog_r{r['round']}") if k in results]
-    return rows
-
-
-def format_table(results: dict) -> str:
-    rows = _model_rows(results)
-    lines = [f"{'model':<12} {'accuracy':>9} {'caption':>9}", "-" * 32]
-    for k in rows:
-        lines.append(f"{k:<12} {results[k]['accuracy']:>9.3f} {results[k]['caption_score']:>9.3f}")
-    return "\n".join(lines)
-
-
-def format_benchmarks(results: dict) -> str:
-    """The benchmark-format exports: MMBench-style CircularEval (and per-row) accuracy, POPE accuracy / F1."""
-    bench = results.get("benchmarks") or {}
-    if not bench:
-        return ""
-    lines = [f"{'model':<12} {'MMB circ.':>9} {'MMB rows':>9} {'unmatched':>9} {'POPE acc':>9} {'POPE F1':>9} "
-             f"{'yes ratio':>9}", "-" * 72]
-    for k, r in bench.items():
-        m, p = r["MMBench_tiny"], r["POPE_tiny"]
-        lines.append(f"{k:<12} {m['overall']:>9.3f} {m['per_row']:>9.3f} {m['unmatched_rate']:>9.3f} "
-                     f"{p['accuracy']:>9.3f} {p['f1']:>9.3f} {p['yes_ratio']:>9.3f}")
-    return "\n".join(lines)
-
-
-def format_comparisons(results: dict) -> str:
-    lines = []
-    for name, cmp in results.get("comparisons", {}).items():
-        parts = []
-        for key in ("accuracy", "caption_score"):
-            r = cmp.get(key)
-            if r:
-                parts.append(f"{key} {r['difference']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]")
-        lines.append(f"{name:<18} " + "; ".join(parts))
-    return "paired bootstrap, 95% interval over eval items:\n" + "\n".join(lines) if lines else ""
-
-
-def save_plots(results: dict, out_dir: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    paths = []
-    rows = _model_rows(results)
-    fig, axes = plt.subplots(1, 2, figsize=(9 + 1.2 * max(0, len(rows) - 5), 3.6))
-    for ax, key, title in zip(axes, ("accuracy", "caption_score"), ("answer accuracy", "caption fidelity (F1)")):
-        vals = [results[k][key] for k in rows]
-        colours = {"base": "#999", "stage1": "#6a9fd4", "stage1_dpo": "#8cc", "baseline": "#c9a", "sicog": "#d4663a"}
-        bars = ax.bar(rows, vals, color=[colours[k.split("_r")[0]] for k in rows])
-        ax.bar_label(bars, fmt="%.3f", fontsize=8)
-        ax.set_title(title)
-        ax.set_ylim(0, max(1.0, max(vals) * 1.15))
-    fig.suptitle(f"SICOG tiny loop: {results.get('curated_samples')} curated samples from "
-                 f"{results.get('candidates')} candidates")
-    fig.tight_layout()
-    p = out_dir / "metrics_per_stage.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    paths.append(p)
-    if results.get("scaling"):
-        pts = results["scaling"]
-        fig, ax = plt.subplots(figsize=(5.5, 3.6))
-        xs = [pt["curated_samples"] for pt in pts]
-        ax.plot(xs, [pt["accuracy"] for pt in pts], "o-", label="answer accuracy")
-        ax.plot(xs, [pt["caption_score"] for pt in pts], "s-", label="caption fidelity")
-        ax.set_xlabel("self-generated pre-training samples")
-        ax.set_ylabel("held-out metric")
-        ax.legend()
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        p = out_dir / "scaling.png"
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
-        paths.append(p)
-    return paths
-
-
 def main(argv=None) -> int:
     import argparse
 
@@ -569,27 +437,5 @@ def main(argv=None) -> int:
     loop = Loop(cfg, dpo=args.dpo, scaling=args.scaling, fresh=args.fresh, rounds=args.rounds)
     results = loop.execute()
     atomic_write_json(loop.out / "summary.json", results)
-    plots = save_plots(results, loop.out)
-    print("\n" + format_table(results))
-    if results.get("benchmarks"):
-        print("\nbenchmark-format exports of the held-out split (tools/evaluate_benchmarks.py):\n"
-              + format_benchmarks(results))
-    print(format_comparisons(results))
-    print(f"\n{results['curated_samples']} curated samples from {results['candidates']} candidates; "
-          f"curated-answer accuracy vs hidden answers (analysis only): "
-          f"{results['curated_reasoning_pseudo_label_accuracy']}")
-    q = results.get("self_generated_quality") or {}
-    cap, ans = q.get("caption") or {}, q.get("answers") or {}
-
-    def _f(v):
-        return "n/a" if v is None else f"{v:.3f}"
-
-    print(f"self-generated captions (fact F1 vs hidden scene graphs): one sample {_f(cap.get('one_sample_f1'))}, "
-          f"curated {_f(cap.get('curated_f1'))}, best of N {_f(cap.get('best_of_n_f1'))}; answers: one sample "
-          f"{_f(ans.get('one_sample_accuracy'))}, majority vote {_f(ans.get('vote_accuracy'))}")
-    cons = (results.get("stage1") or {}).get("step_consistency") or {}
-    print(f"stage-1 CoD step 1 vs step 5 (held-out): shape Jaccard {_f(cons.get('jaccard'))}, "
-          f"count agrees {_f(cons.get('count_agrees'))}")
-    print(f"summary: {loop.out / 'summary.json'}; plots: {', '.join(str(p) for p in plots)}; "
-          f"commands: {loop.commands}; {results['seconds']:.0f}s")
+    report.print_report(results, loop.out, loop.commands)
     return 0

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from megatron_sicog.loop import (Loop, LoopConfig, TrainPhase, format_benchmarks, format_comparisons, format_table,
-                                 save_plots)
+from megatron_sicog.loop import Loop, LoopConfig, TrainPhase
+from megatron_sicog.loop_report import format_benchmarks, format_comparisons, format_table, save_plots
 from tests.helpers import REPO
 
 
@@ -204,3 +204,16 @@ def test_two_rounds_each_scored(tmp_path):
     commands = (out / "commands.sh").read_text()
     assert "--load " + str(out / "ckpt" / "sicog") + " " in commands  # round 2 samples with round 1's SICOG
     assert "sicog_r2" in p.stdout
+
+
+def test_report_prints_tables_analysis_and_plots(tmp_path, capsys):
+    from megatron_sicog.loop_report import print_report
+
+    res = {k: {"accuracy": 0.5, "caption_score": 0.25, "step_consistency": {"jaccard": 0.75, "count_agrees": 1.0}}
+           for k in ("base", "stage1", "baseline", "sicog")}
+    res.update(curated_samples=3, candidates=12, curated_reasoning_pseudo_label_accuracy=0.5, seconds=7.0,
+               comparisons={}, self_generated_quality={"caption": {"one_sample_f1": 0.4}, "answers": {}})
+    print_report(res, tmp_path, tmp_path / "commands.sh")
+    text = capsys.readouterr().out
+    assert "3 curated samples from 12 candidates" in text and "one sample 0.400, curated n/a" in text
+    assert "shape Jaccard 0.750" in text and (tmp_path / "metrics_per_stage.png").exists()
