@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from megatron_sicog.synthetic.vocab import SHAPES
-from megatron_sicog.synthetic.splits import DEFAULT_SIZES, QUESTIONS_PER_IMAGE, write_splits
+from megatron_sicog.synthetic.splits import DEFAULT_SIZES, QUESTIONS_PER_IMAGE, read_scene_keys, write_splits
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -35,11 +35,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     for split in ("seed", "unlabelled", "eval"):
         p.add_argument(f"--{split}-questions-per-image", type=int, default=QUESTIONS_PER_IMAGE[split],
                        help=f"questions per {split} image (distinct types, where they apply)")
+    p.add_argument("--exclude-scenes", default=None, metavar="FILE",
+                   help="scene keys (one per line, .gz allowed) no image of this world may have: the scenes "
+                        "the embedded base model was trained on")
     p.add_argument("--preview", action="store_true",
                    help="also draw preview.png: eval images with their caption and a QA pair")
     args = p.parse_args(argv)
     if args.image_size < 24:
         p.error(f"--image-size must be >= 24 (got {args.image_size})")
+    if args.exclude_scenes and not Path(args.exclude_scenes).is_file():
+        p.error(f"--exclude-scenes {args.exclude_scenes}: no such file")
     if not 1 <= args.max_objects <= len(SHAPES):
         p.error(f"--max-objects must be in 1..{len(SHAPES)} (got {args.max_objects})")
     for split in DEFAULT_SIZES:
@@ -53,7 +58,8 @@ def main(argv=None) -> dict:
     t0 = time.time()
     sizes = {s: getattr(args, f"num_{s}") for s in DEFAULT_SIZES}
     qpi = {s: getattr(args, f"{s}_questions_per_image") for s in ("seed", "unlabelled", "eval")}
-    manifest = write_splits(args.output_dir, sizes, args.seed, args.image_size, qpi, args.max_objects)
+    exclude = read_scene_keys(args.exclude_scenes) if args.exclude_scenes else ()
+    manifest = write_splits(args.output_dir, sizes, args.seed, args.image_size, qpi, args.max_objects, exclude)
     if args.preview:
         from megatron_sicog.synthetic.preview import save_preview
 

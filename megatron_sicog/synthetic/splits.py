@@ -79,14 +79,16 @@ def sample_splits(
     questions_per_image: Optional[dict[str, int]] = None,
     max_objects: int = 3,
     max_tries_per_item: int = 1000,
+    exclude: Iterable[str] = (),
 ) -> dict[str, list[Item]]:
-    """Scenes for every split, no scene key twice across all splits.
+    """Scenes for every split, no scene key twice across all splits, none of the keys in `exclude`
+    (e.g. the scenes another world, such as the embedded base model's, was trained on).
 
     Each split draws from its own RNG stream (`seed`, split index), so a
     split's content depends on its own size and the splits sampled before it.
     """
     qpi = dict(QUESTIONS_PER_IMAGE, **(questions_per_image or {}))
-    seen: set[str] = set()
+    seen: set[str] = set(exclude)
     out: dict[str, list[Item]] = {}
     for index, split in enumerate(SPLIT_ORDER):
         n = int(sizes.get(split, 0))
@@ -202,10 +204,12 @@ def write_splits(
     image_size: int = 64,
     questions_per_image: Optional[dict[str, int]] = None,
     max_objects: int = 3,
+    exclude: Iterable[str] = (),
 ) -> dict:
     """Sample, render and write every split under `out_dir`; returns the manifest."""
     out = Path(out_dir)
-    splits = sample_splits(sizes, seed, questions_per_image, max_objects)
+    exclude = set(exclude)
+    splits = sample_splits(sizes, seed, questions_per_image, max_objects, exclude=exclude)
     everything = [it for split in SPLIT_ORDER for it in splits[split]]
     _write_images(everything, out, image_size)
     counts = {
@@ -229,6 +233,7 @@ def write_splits(
         "seed": seed,
         "image_size": image_size,
         "max_objects": max_objects,
+        **({"excluded_scenes": len(exclude)} if exclude else {}),
         "images": {s: len(splits[s]) for s in SPLIT_ORDER if s != "vision" or splits[s]},
         "questions_per_image": dict(QUESTIONS_PER_IMAGE, **(questions_per_image or {})),
         "records": counts,
@@ -240,3 +245,33 @@ def write_splits(
     }
     atomic_write_json(out / "manifest.json", manifest)
     return manifest
+
+
+def scene_keys(out_dir: str | Path) -> list[str]:
+    """The scene key of every image a written world holds (its ``scene_graphs.jsonl``), in file order."""
+    from ..io import iter_records
+
+    return [scene_key(Scene.from_dict(r["scene_graph"])) for _, r in iter_records(Path(out_dir) / "scene_graphs.jsonl")]
+
+
+def read_scene_keys(path: str | Path) -> set[str]:
+    """Scene keys, one per line, from a text file (gzip when it ends in .gz)."""
+    import gzip
+
+    p = Path(path)
+    opener = gzip.open if p.suffix == ".gz" else open
+    with opener(p, "rt", encoding="utf-8") as f:
+        keys = {line.rstrip("\n") for line in f if line.strip()}
+    if not keys:
+        raise ValueError(f"{p}: no scene keys")
+    return keys
+
+
+def write_scene_keys(path: str | Path, keys: Iterable[str]) -> None:
+    """Scene keys one per line, gzip (deterministic: no timestamp) when `path` ends in .gz; atomic."""
+    import gzip
+
+    data = "".join(k + "\n" for k in keys).encode()
+    p = Path(path)
+    with atomic_path(p, suffix=p.suffix) as tmp:
+        Path(tmp).write_bytes(gzip.compress(data, mtime=0) if p.suffix == ".gz" else data)
