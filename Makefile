@@ -6,7 +6,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all test-lmms-eval venv clean
+.PHONY: demo test test-all test-lmms-eval venv clean base-model
 
 venv: $(STAMP)
 
@@ -18,6 +18,10 @@ $(STAMP): setup.py requirements.txt requirements-dev.txt constraints.txt
 
 demo: $(STAMP)
 	$(VPY) examples/tiny/run_sicog_loop.py $(ARGS)
+
+# the demo's embedded pretrained base (examples/tiny/base, shipped): how it was made, ~25 min on 2 cores
+base-model: $(STAMP)
+	$(VPY) tools/make_base_model.py $(ARGS)
 
 test: $(STAMP)
 	$(VPY) -m pytest -q -m "not slow and not lmms_eval" $(ARGS)

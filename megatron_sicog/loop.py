@@ -70,6 +70,10 @@ class LoopConfig:
     # the alignment captions' format: "plain" (LLaVA pre-training: <image> caption) or the chat template
     align_template: str = "plain"
     pack_sequences: bool = True  # several short samples per sequence (block-diagonal attention)
+    # the pretrained MLLM SICOG starts from: a directory made by `make base-model` (checkpoint, tokenizer.model,
+    # scene_keys.txt.gz; megatron_sicog/demo_base.py), relative to the repository; "" trains a base in the
+    # loop from scratch with the `base` phase below (run_sicog_loop.py --train-base)
+    base_model: str = "examples/tiny/base"
     # training
     # the ViT learns from scratch in (re-)pre-training and is frozen in fine-tuning (LLaVA)
     base: TrainPhase = field(default_factory=lambda: TrainPhase(iters=800, lr=5e-4, warmup=20))
@@ -147,7 +151,14 @@ class Loop:
         for sub in ("logs", ".done", "ckpt", "idx", "gen", "eval"):
             (self.out / sub).mkdir(parents=True, exist_ok=True)
         self.data = self.out / "data"
-        self.tok = self.out / "tokenizer" / "sp.model"
+        self.base_model = (REPO / cfg.base_model).resolve() if cfg.base_model else None
+        if self.base_model is not None:
+            missing = [f for f in ("tokenizer.model", "scene_keys.txt.gz", "latest_checkpointed_iteration.txt")
+                       if not (self.base_model / f).is_file()]
+            if missing:
+                raise FileNotFoundError(f"base_model {self.base_model}: {', '.join(missing)} missing (make base-model "
+                                        "writes it; --train-base trains a base in the loop instead)")
+        self.tok = (self.base_model / "tokenizer.model") if self.base_model else self.out / "tokenizer" / "sp.model"
         self.runner = LocalRunner(self.out)
         self.commands = self.runner.commands
         c = cfg
@@ -264,7 +275,10 @@ class _Recipe:
         self.data_and_tokenizer()
         align = self.add(stages.preprocess(t, "align", [str(data / "align.jsonl")], c.align_template)).outputs[0]
         seed = self.add(stages.preprocess(t, "seed", [str(data / "seed.jsonl")], c.chat_template)).outputs[0]
-        base = self.ckpt(self.add(stages.train(t, "base", "pretrain", c.base, [align], None)))
+        if loop.base_model is not None:  # the shipped pretrained base (make base-model)
+            base = str(loop.base_model)
+        else:
+            base = self.ckpt(self.add(stages.train(t, "base", "pretrain", c.base, [align], None)))
         seed_blend = blend([(1.0 - c.sft_align_mix, seed), (c.sft_align_mix, align)])
         stage1 = self.ckpt(self.add(stages.train(t, "stage1", "sft", c.sft, seed_blend, base)))
         pairs = self.stage2(stage1, "")
@@ -307,16 +321,19 @@ class _Recipe:
         return self.g
 
     def data_and_tokenizer(self) -> None:
-        c, data, tok = self.cfg, self.loop.data, self.loop.tok
+        c, data, tok, base = self.cfg, self.loop.data, self.loop.tok, self.loop.base_model
+        # with the shipped base: no scene it was trained on may appear in this world, and its tokenizer is used
+        exclude = ("--exclude-scenes", base / "scene_keys.txt.gz") if base is not None else ()
         self.add(Stage("data", "tools/make_synthetic_data.py", tuple(map(str, (
             "--output-dir", data, "--seed", c.seed, "--image-size", c.image_size, "--max-objects", c.max_objects,
             "--num-align", c.num_align, "--num-seed", c.num_seed, "--num-unlabelled", c.num_unlabelled,
-            "--num-eval", c.num_eval, "--unlabelled-questions-per-image", c.unlabelled_questions_per_image))),
-            outputs=(str(data),)))
-        self.add(Stage("tokenizer", "tools/train_tokenizer.py", (
-            "--input", str(data / "align.jsonl"), str(data / "seed.jsonl"), "--output-prefix",
-            str(tok.with_suffix("")), "--vocab-size", str(c.tokenizer_vocab)),
-            inputs=(str(data / "align.jsonl"), str(data / "seed.jsonl")), outputs=(str(tok),)))
+            "--num-eval", c.num_eval, "--unlabelled-questions-per-image", c.unlabelled_questions_per_image,
+            *exclude))), outputs=(str(data),)))
+        if base is None:
+            self.add(Stage("tokenizer", "tools/train_tokenizer.py", (
+                "--input", str(data / "align.jsonl"), str(data / "seed.jsonl"), "--output-prefix",
+                str(tok.with_suffix("")), "--vocab-size", str(c.tokenizer_vocab)),
+                inputs=(str(data / "align.jsonl"), str(data / "seed.jsonl")), outputs=(str(tok),)))
         if c.benchmark_images:
             self.add(Stage("benchmark_exports", "tools/make_benchmark_exports.py", (
                 "--eval", str(data / "eval.jsonl"), "--image-root", str(data), "--output-dir",
@@ -430,10 +447,15 @@ def main(argv=None) -> int:
                    help="SICOG rounds: round r >= 2 samples and curates with round r-1's SICOG model, "
                         "re-pretrains from it, and continues the baseline chain at equal iterations")
     p.add_argument("--fresh", action="store_true", help="delete the output directory first (no resume)")
+    p.add_argument("--train-base", action="store_true",
+                   help="train the base model in the loop (the config's `base` phase) instead of starting from "
+                        "the shipped pretrained base (the config's base_model, made by `make base-model`)")
     args = p.parse_args(argv)
     if args.rounds < 1:
         p.error(f"--rounds must be >= 1, not {args.rounds}")
     cfg = LoopConfig.from_json(args.config, output_dir=args.output_dir, seed=args.seed)
+    if args.train_base:
+        cfg = dataclasses.replace(cfg, base_model="")
     loop = Loop(cfg, dpo=args.dpo, scaling=args.scaling, fresh=args.fresh, rounds=args.rounds)
     results = loop.execute()
     atomic_write_json(loop.out / "summary.json", results)

@@ -2,6 +2,7 @@
 
 The stand-in records nothing itself: the loop's own runner writes ``commands.sh`` as it would for real.
 ``run_recorded`` returns that file with the output directory written ``$OUT``, the interpreter ``$PYTHON``,
+the repository ``$REPO`` (where the shipped base model lies),
 so that a run can be compared with a pinned copy (tests/data/loop_commands_*.sh).
 """
 from __future__ import annotations
@@ -67,7 +68,9 @@ def stub_analysis(monkeypatch) -> None:
 
 
 def normalise(text: str, out: Path) -> str:
-    return text.replace(str(out), "$OUT").replace(sys.executable, "$PYTHON")
+    from megatron_sicog.loop import REPO
+
+    return text.replace(str(out), "$OUT").replace(sys.executable, "$PYTHON").replace(str(REPO), "$REPO")
 
 
 def run_recorded(monkeypatch, cfg, **loop_kw) -> str:

@@ -31,7 +31,7 @@ def _stages(loop) -> dict:
 
 
 def test_phase_freezing_and_align_template_reach_the_commands(tmp_path):
-    cfg = LoopConfig(output_dir=str(tmp_path / "out"), align_template="qwen2",
+    cfg = LoopConfig(output_dir=str(tmp_path / "out"), base_model="", align_template="qwen2",
                      sft=TrainPhase(iters=5, lr=1e-3, freeze_vision=True),
                      repretrain=TrainPhase(iters=5, lr=1e-3, freeze_vision=True, freeze_projector=True),
                      base=TrainPhase(iters=5, lr=1e-3, vision_lr=2e-4))
@@ -180,7 +180,7 @@ def test_every_stage_reads_what_an_earlier_one_wrote(tmp_path):
     """The graph runs in its order: nothing is read before it is written, except the repository's own files."""
     from megatron_sicog.recipe.graph import dependencies, external_inputs
 
-    loop = Loop(LoopConfig(output_dir=str(tmp_path / "out")), dpo=True, scaling=True, rounds=2)
+    loop = Loop(LoopConfig(output_dir=str(tmp_path / "out"), base_model=""), dpo=True, scaling=True, rounds=2)
     graph = loop.graph()
     assert external_inputs(graph) == []
     deps = dependencies(graph)
@@ -217,3 +217,41 @@ def test_report_prints_tables_analysis_and_plots(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "3 curated samples from 12 candidates" in text and "one sample 0.400, curated n/a" in text
     assert "shape Jaccard 0.750" in text and (tmp_path / "metrics_per_stage.png").exists()
+
+
+def test_shipped_base_replaces_base_training_and_tokenizer(tmp_path):
+    """With the shipped base (the default): no base training, no tokenizer training, its tokenizer in every
+    command, stage 1 from its checkpoint, and the world excludes the scenes it was trained on."""
+    base = REPO / "examples" / "tiny" / "base"
+    ran = _stages(Loop(LoopConfig(output_dir=str(tmp_path / "out"))))
+    assert "train_base" not in ran and "tokenizer" not in ran
+    data = ran["data"]
+    assert data[data.index("--exclude-scenes") + 1] == str(base / "scene_keys.txt.gz")
+    s1 = ran["train_stage1"]
+    assert s1[s1.index("--pretrained-checkpoint") + 1] == str(base)
+    for name, argv in ran.items():
+        if "--tokenizer-model" in argv:
+            assert argv[argv.index("--tokenizer-model") + 1] == str(base / "tokenizer.model"), name
+    with pytest.raises(FileNotFoundError, match="make base-model"):
+        Loop(LoopConfig(output_dir=str(tmp_path / "o2"), base_model=str(tmp_path / "nowhere")))
+
+
+def test_train_base_flag_trains_the_base_in_the_loop(tmp_path, monkeypatch):
+    import megatron_sicog.loop as loop_mod
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_loop(cfg, **kw):
+        seen["cfg"] = cfg
+        raise Stop
+
+    monkeypatch.setattr(loop_mod, "Loop", fake_loop)
+    with pytest.raises(Stop):
+        loop_mod.main(["--output-dir", str(tmp_path / "o"), "--train-base"])
+    assert seen["cfg"].base_model == ""
+    with pytest.raises(Stop):
+        loop_mod.main(["--output-dir", str(tmp_path / "o")])
+    assert seen["cfg"].base_model == "examples/tiny/base"

@@ -17,13 +17,15 @@ DATA = Path(__file__).resolve().parent / "data"
 
 def _variant_cfg(out: str) -> LoopConfig:
     """Every branch of the command builders the default leaves out."""
-    return LoopConfig(output_dir=out, nproc=2, sft_align_mix=0.25, repretrain_from="base", benchmark_images=0,
+    return LoopConfig(output_dir=out, base_model="", nproc=2, sft_align_mix=0.25, repretrain_from="base", benchmark_images=0,
                       align_template="qwen2", pack_sequences=False, scaling_fractions=(0.5, 1.0),
                       base=TrainPhase(iters=40, lr=1e-3, vision_lr=2e-4, freeze_projector=True))
 
 
 CASES = {
     "default": (lambda out: LoopConfig(output_dir=out), {}),
+    # the base trained in the loop (--train-base): the commands of the default before the shipped base
+    "train_base": (lambda out: LoopConfig(output_dir=out, base_model=""), {}),
     "dpo_scaling_rounds2": (lambda out: LoopConfig(output_dir=out), {"dpo": True, "scaling": True, "rounds": 2}),
     "variant": (_variant_cfg, {"scaling": True}),
 }
