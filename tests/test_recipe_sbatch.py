@@ -53,8 +53,9 @@ def tool_command(job: dict) -> list[str]:
 
 @pytest.mark.parametrize("kw", [{}, {"dpo": True, "scaling": True, "rounds": 2}], ids=["default", "all"])
 def test_the_same_config_gives_the_same_commands_on_both_launchers(kw, tmp_path, monkeypatch):
-    cfg = LoopConfig(output_dir=str(tmp_path / "out"))
-    local = local_commands(run_recorded(monkeypatch, cfg, **kw).replace("$OUT", str(tmp_path / "out")))
+    cfg = LoopConfig(output_dir=str(tmp_path / "out"), base_model="")  # every stage, the base's training too
+    local = local_commands(run_recorded(monkeypatch, cfg, **kw).replace("$OUT", str(tmp_path / "out"))
+                           .replace("$REPO", str(REPO)))
     loop = Loop(cfg, **kw)
     graph = loop.graph()
     jobs = sbatch_jobs(SbatchRunner(loop.out).script(graph))
@@ -107,7 +108,8 @@ def test_the_cluster_round_and_the_demo_are_one_recipe(tmp_path):
     out, data = loop.out, loop.data
     demo = {m.name: m.argv for m in loop.graph() if not isinstance(m, Step)}
     rc = RoundConfig(
-        output_dir=str(out), base_checkpoint=str(out / "ckpt" / "base"), seed_data=[str(out / "idx" / "seed")],
+        output_dir=str(out), base_checkpoint=str(loop.base_model or out / "ckpt" / "base"),
+        seed_data=[str(out / "idx" / "seed")],
         caption_input=str(data / "unlabelled_images.jsonl"), qa_input=str(data / "unlabelled_questions.jsonl"),
         image_root=str(data), tokenizer_type="SentencePieceTokenizer", tokenizer_model=str(loop.tok),
         chat_template=c.chat_template, model_preset=c.model_preset, seq_length=c.seq_length, seed=c.seed,
