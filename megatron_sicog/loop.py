@@ -27,8 +27,10 @@ way sicog and baseline differ only in the self-generated data.
                 on align + curated_r<r>, sicog_r<r>; baseline_r<r> continues the baseline chain on align]
 
 What never happens: eval data in any training command, and the unlabelled
-split's answers (``unlabelled_answers.jsonl``) in any command before `eval`;
-they are read once, after training, to report how accurate the curated
+split's answers (``unlabelled_answers.jsonl``) or scene graphs in any command before the last
+evaluation; after it, the ``curate_audit`` stage re-runs round 1's curation with ``--audit`` on
+them (its own report in ``curation_audit/``: the precision of the kept labels at every threshold
+beside the kept fraction, ``audit.png``), and the summary reports how accurate the curated
 pseudo-labels were.
 """
 from __future__ import annotations
@@ -318,7 +320,18 @@ class _Recipe:
             self.evaluation(f"sicog{tag}", s_model)
             self.evaluation(f"baseline{tag}", b_model)
             prev_sicog, prev_baseline = s_model, b_model
+        self.audit(gen_tag)
         return self.g
+
+    def audit(self, gen_tag: str) -> None:
+        """After every evaluation: round 1's curation again, judged against the hidden answers and scene
+        graphs (tools/curate.py --audit), into gen/curated_audit.jsonl and curation_audit/ (analysis only;
+        the same settings give the same kept set as the curated data trained on)."""
+        data, gen = self.loop.data, self.loop.out / "gen"
+        cur = dataclasses.replace(self.loop.curation, audit=(str(data / "unlabelled_answers.jsonl"),
+                                                             str(data / "scene_graphs.jsonl")))
+        self.add(stages.curate(self.t, "_audit", [str(gen / f"cod{gen_tag}.jsonl"), str(gen / f"cot{gen_tag}.jsonl")],
+                               cur))
 
     def data_and_tokenizer(self) -> None:
         c, data, tok, base = self.cfg, self.loop.data, self.loop.tok, self.loop.base_model

@@ -101,7 +101,9 @@ def test_smoke_loop_end_to_end_and_resume(tmp_path):
     commands = (out / "commands.sh").read_text()
     training = [ln for ln in commands.splitlines() if "pretrain_sicog.py" in ln or "preprocess_data.py" in ln]
     assert training and not any("eval" in ln or "unlabelled_answers" in ln for ln in training)
-    assert "unlabelled_answers" not in commands  # hidden answers are never an input of any command
+    # hidden answers are an input of the audit stage only, the last command, after every training and eval
+    assert [ln for ln in commands.splitlines() if "unlabelled_answers" in ln] == [commands.strip().splitlines()[-1]]
+    assert (out / "curation_audit" / "audit.png").exists()
     # a second run finds every stage done and only re-reports
     p2 = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert p2.returncode == 0 and "[skip] train_sicog" in p2.stdout
@@ -255,3 +257,15 @@ def test_train_base_flag_trains_the_base_in_the_loop(tmp_path, monkeypatch):
     with pytest.raises(Stop):
         loop_mod.main(["--output-dir", str(tmp_path / "o")])
     assert seen["cfg"].base_model == "examples/tiny/base"
+
+
+def test_hidden_truth_only_in_the_final_audit_stage(tmp_path):
+    """unlabelled_answers / scene_graphs are read by one stage, the last: round 1's curation with --audit."""
+    graph = [m for m in Loop(LoopConfig(output_dir=str(tmp_path / "out")), dpo=True, rounds=2).graph()
+             if hasattr(m, "argv")]
+    readers = [m.name for m in graph if any("unlabelled_answers" in a or "scene_graphs" in a for a in m.argv)]
+    assert readers == ["curate_audit"] and graph[-1].name == "curate_audit"
+    argv = graph[-1].argv
+    assert argv[argv.index("--input") + 1].endswith("gen/cod_dpo.jsonl")  # the candidates curated for training
+    audit = argv[argv.index("--audit") + 1:argv.index("--audit") + 3]
+    assert [Path(a).name for a in audit] == ["unlabelled_answers.jsonl", "scene_graphs.jsonl"]

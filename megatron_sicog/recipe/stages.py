@@ -141,6 +141,7 @@ class Curation:
     reasoning_threshold: float = 1.0
     exclude: tuple[str, ...] = ()  # decontamination: files whose images may not enter the curated data
     exclude_match: tuple[str, ...] = ("image",)
+    audit: tuple[str, ...] = ()  # labelled files judging the kept labels (tools/curate.py --audit): analysis only
 
 
 def curate(t: Tools, tag: str, candidates: Sequence[str], c: Curation) -> Stage:
@@ -152,5 +153,8 @@ def curate(t: Tools, tag: str, candidates: Sequence[str], c: Curation) -> Stage:
             "--seed", str(t.seed), "--overwrite"]
     if c.exclude:
         args += ["--exclude", *c.exclude, "--image-root", t.image_root, "--exclude-match", *c.exclude_match]
-    return Stage(f"curate{tag}", "tools/curate.py", tuple(args), inputs=tuple(map(str, candidates)) + c.exclude,
+    if c.audit:
+        args += ["--audit", *c.audit]
+    return Stage(f"curate{tag}", "tools/curate.py", tuple(args),
+                 inputs=tuple(map(str, candidates)) + c.exclude + c.audit,
                  outputs=(curated, pairs, str(t.out / f"curation{tag}")))

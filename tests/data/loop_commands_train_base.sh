@@ -94,3 +94,6 @@ $PYTHON tools/evaluate.py --predictions $OUT/eval/baseline.predictions.jsonl --g
 
 # benchmarks_baseline
 $PYTHON tools/evaluate_benchmarks.py --load $OUT/ckpt/baseline --benchmark MMBench_tiny=$OUT/data/benchmarks/MMBench_tiny.tsv --benchmark POPE_tiny=$OUT/data/benchmarks/POPE_tiny.jsonl --image-root $OUT/data --mode cot-open --max-new-tokens 100 --micro-batch-size 32 --tokenizer-type SentencePieceTokenizer --tokenizer-model $OUT/tokenizer/sp.model --chat-template qwen2 --output-dir $OUT/eval/benchmarks_baseline --overwrite --no-progress
+
+# curate_audit
+$PYTHON tools/curate.py --input $OUT/gen/cod.jsonl $OUT/gen/cot.jsonl --output $OUT/gen/curated_audit.jsonl --preference-output $OUT/gen/pairs_audit.jsonl --report-dir $OUT/curation_audit --scorer embedding --caption-threshold 0.85 --reasoning-threshold 1.0 --seed 1234 --overwrite --exclude $OUT/data/eval.jsonl --image-root $OUT/data --exclude-match image --audit $OUT/data/unlabelled_answers.jsonl $OUT/data/scene_graphs.jsonl

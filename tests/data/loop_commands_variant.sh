@@ -97,3 +97,6 @@ $PYTHON tools/generate_candidates.py --load $OUT/ckpt/sicog_50pct --input $OUT/e
 
 # score_sicog_50pct
 $PYTHON tools/evaluate.py --predictions $OUT/eval/sicog_50pct.predictions.jsonl --ground-truth $OUT/data/eval.jsonl --output $OUT/eval/sicog_50pct.metrics.json
+
+# curate_audit
+$PYTHON tools/curate.py --input $OUT/gen/cod.jsonl $OUT/gen/cot.jsonl --output $OUT/gen/curated_audit.jsonl --preference-output $OUT/gen/pairs_audit.jsonl --report-dir $OUT/curation_audit --scorer embedding --caption-threshold 0.85 --reasoning-threshold 1.0 --seed 1234 --overwrite --exclude $OUT/data/eval.jsonl --image-root $OUT/data --exclude-match image --audit $OUT/data/unlabelled_answers.jsonl $OUT/data/scene_graphs.jsonl
