@@ -55,10 +55,15 @@ class BaseModelConfig:
     train: TrainPhase = field(default_factory=lambda: TrainPhase(iters=3000, lr=5e-4, warmup=30))
 
 
+def work_dir(c: BaseModelConfig) -> Path:
+    """Where the base trains (data, logs, full checkpoints): ``work_dir``, relative to the repository."""
+    return (REPO / c.work_dir).resolve() if not Path(c.work_dir).is_absolute() else Path(c.work_dir)
+
+
 def graph(c: BaseModelConfig) -> list[Member]:
     from megatron_sicog.model.presets import PRESETS
 
-    work = (REPO / c.work_dir).resolve() if not Path(c.work_dir).is_absolute() else Path(c.work_dir)
+    work = work_dir(c)
     data, tok = work / "data", work / "tokenizer" / "sp.model"
     t = Tools(out=work, image_root=str(data), tokenizer_model=str(tok), chat_template="qwen2",
               seq_length=c.seq_length, seed=c.seed, model_preset=c.model_preset,
@@ -157,11 +162,10 @@ def main(argv=None) -> dict:
     a = p.parse_args(argv)
     c = BaseModelConfig(output_dir=a.output_dir, work_dir=a.work_dir, num_align=a.num_align)
     c.train.iters = a.iters
-    g = graph(c)
-    work = g[0].outputs[0].rsplit("/data", 1)[0]
-    runner = LocalRunner(Path(work))
-    runner.run_all(g)
-    card = export(c, Path(work), " ".join(["python", "tools/make_base_model.py", *(argv if argv is not None else sys.argv[1:])]))
+    work = work_dir(c)
+    runner = LocalRunner(work)
+    runner.run_all(graph(c))
+    card = export(c, work, " ".join(["python", "tools/make_base_model.py", *(argv if argv is not None else sys.argv[1:])]))
     f = card["held_out_plain_caption"]
     print(f"base model -> {c.output_dir}: {card['parameters']:,} parameters, iteration {card['iteration']}, "
           f"held-out plain-caption F1 {f['f1']:.3f} (object {f['recall_by_kind'].get('object', 0):.2f}, colour "

@@ -110,7 +110,8 @@ def test_smoke_loop_end_to_end_and_resume(tmp_path):
     assert json.loads((out / "summary.json").read_text())["sicog"] == s["sicog"]
 
 
-def test_main_seed_and_output_dir_override_the_config(tmp_path, monkeypatch):
+def _main_config(monkeypatch, argv: list[str]) -> LoopConfig:
+    """The config run_sicog_loop.py's main() builds from `argv` (the loop itself is not run)."""
     import megatron_sicog.loop as loop_mod
 
     seen = {}
@@ -124,9 +125,14 @@ def test_main_seed_and_output_dir_override_the_config(tmp_path, monkeypatch):
 
     monkeypatch.setattr(loop_mod, "Loop", fake_loop)
     with pytest.raises(Stop):
-        loop_mod.main(["--seed", "4321", "--output-dir", str(tmp_path / "s4321")])
-    assert seen["cfg"].seed == 4321 and seen["cfg"].output_dir == str(tmp_path / "s4321")
-    assert seen["cfg"].num_seed == LoopConfig().num_seed  # everything else from the config
+        loop_mod.main(argv)
+    return seen["cfg"]
+
+
+def test_main_seed_and_output_dir_override_the_config(tmp_path, monkeypatch):
+    cfg = _main_config(monkeypatch, ["--seed", "4321", "--output-dir", str(tmp_path / "s4321")])
+    assert cfg.seed == 4321 and cfg.output_dir == str(tmp_path / "s4321")
+    assert cfg.num_seed == LoopConfig().num_seed  # everything else from the config
 
 
 def test_benchmark_stage_command_and_table(tmp_path):
@@ -239,25 +245,8 @@ def test_shipped_base_replaces_base_training_and_tokenizer(tmp_path):
 
 
 def test_train_base_flag_trains_the_base_in_the_loop(tmp_path, monkeypatch):
-    import megatron_sicog.loop as loop_mod
-
-    seen = {}
-
-    class Stop(Exception):
-        pass
-
-    def fake_loop(cfg, **kw):
-        seen["cfg"] = cfg
-        raise Stop
-
-    monkeypatch.setattr(loop_mod, "Loop", fake_loop)
-    with pytest.raises(Stop):
-        loop_mod.main(["--output-dir", str(tmp_path / "o"), "--train-base"])
-    assert seen["cfg"].base_model == ""
-    with pytest.raises(Stop):
-        loop_mod.main(["--output-dir", str(tmp_path / "o")])
-    assert seen["cfg"].base_model == "examples/tiny/base"
-
+    assert _main_config(monkeypatch, ["--output-dir", str(tmp_path / "o"), "--train-base"]).base_model == ""
+    assert _main_config(monkeypatch, ["--output-dir", str(tmp_path / "o")]).base_model == "examples/tiny/base"
 
 def test_hidden_truth_only_in_the_final_audit_stage(tmp_path):
     """unlabelled_answers / scene_graphs are read by one stage, the last: round 1's curation with --audit."""
