@@ -34,6 +34,9 @@ class VisionArgs:
     ``image_processor``: the pixel-deciding fields of the HF ``preprocessor_config.json``
     the tower came with (recorded on import); None: the family's processor
     (`data.image_processing.for_vision` decides).
+    ``image_grid_pinpoints``: LLaVA-NeXT any-resolution tiling, the allowed (height, width)
+    resolutions of the tile grid; None: one view per image (`data.tiling.tiling_for`).
+    ``use_thumbnail``: with tiling, the whole image's base view comes first (LLaVA-NeXT).
     """
 
     family: str = "clip"
@@ -51,6 +54,8 @@ class VisionArgs:
     class_token: bool = True
     feature_select: str = "default"
     image_processor: Optional[dict] = None
+    image_grid_pinpoints: Optional[list] = None
+    use_thumbnail: bool = True
 
     @property
     def num_patches(self) -> int:
@@ -221,6 +226,12 @@ def add_model_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g.add_argument("--untie-embeddings-and-output-weights", dest="untie", action="store_true", default=None)
     g.add_argument("--tie-embeddings-and-output-weights", dest="untie", action="store_false")
     g.add_argument("--transformer-impl", choices=["auto", "local", "transformer_engine"], default=None)
+    g.add_argument("--use-tiling", action="store_true", default=None,
+                   help="any-resolution tiling (LLaVA-NeXT): a grid of img-h tiles per image, chosen by its "
+                        "aspect ratio and resolution among the grids of at most --max-num-tiles tiles")
+    g.add_argument("--max-num-tiles", type=int, default=6, help="with --use-tiling: most tiles per image")
+    g.add_argument("--use-thumbnail", action="store_true", default=None,
+                   help="with --use-tiling: the whole image as one more view, first (LLaVA-NeXT's base view)")
     return parser
 
 
@@ -245,6 +256,11 @@ def model_args_from_flags(args: argparse.Namespace, vocab_size: Optional[int] = 
         lm.untie_embeddings_and_output_weights = args.untie
     if vocab_size is not None:
         lm.vocab_size = vocab_size
+    if getattr(args, "use_tiling", None):
+        from megatron_sicog.data.tiling import grids_up_to
+
+        vis.image_grid_pinpoints = grids_up_to(args.max_num_tiles, vis.image_size)
+        vis.use_thumbnail = bool(args.use_thumbnail)
     out = ModelArgs(language=lm, vision=vis, projector_type=base.projector_type,
                     image_token_id=base.image_token_id if image_token_id is None else image_token_id,
                     init_method_std=base.init_method_std,
@@ -308,6 +324,14 @@ def validate(m: ModelArgs, tensor_model_parallel_size: int = 1, pipeline_model_p
         errors.append(f"vision activation {vis.activation!r} not supported (expected one of {VISION_ACTIVATIONS})")
     if vis.feature_select not in FEATURE_SELECT:
         errors.append(f"vision feature_select {vis.feature_select!r} not supported (expected one of {FEATURE_SELECT})")
+    if vis.image_grid_pinpoints is not None:
+        bad = [p for p in vis.image_grid_pinpoints
+               if len(p) != 2 or min(p) <= 0 or p[0] % vis.image_size or p[1] % vis.image_size]
+        if bad or not vis.image_grid_pinpoints:
+            errors.append(f"image grid pinpoints {bad or '[]'} are not (height, width) multiples of image size "
+                          f"{vis.image_size}")
+        if vis.class_token and vis.feature_select == "full":
+            errors.append("tiling needs one feature per patch: feature_select 'full' with a class token")
     if lm.rope_type not in ROPE_TYPES:
         errors.append(f"rope type {lm.rope_type!r} not supported (expected one of {ROPE_TYPES})")
     if lm.rope_type == "llama3" and not (lm.rope_high_freq_factor > lm.rope_low_freq_factor > 0
