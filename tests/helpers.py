@@ -60,9 +60,10 @@ def small_checkpoint(d: Path, tp: int = 1):
     return d / "ckpt", model, tok
 
 
-def tiny_init_checkpoint(out: Path, seed: int) -> Path:
-    """A seeded tiny model written at TP=1/PP=1 to `out`: one `--pretrained-checkpoint` for runs at any
-    TP/PP (Megatron seeds pipeline stages apart, so runs initialised from scratch differ)."""
+def tiny_init_checkpoint(out: Path, seed: int, meta_extra: dict | None = None) -> Path:
+    """A seeded tiny model written at TP=1/PP=1 to `out` (`meta_extra` in its meta.json): one
+    `--pretrained-checkpoint` for runs at any TP/PP (Megatron seeds pipeline stages apart, so runs
+    initialised from scratch differ)."""
     from megatron_sicog import runtime
     from megatron_sicog.model import sharding
     from megatron_sicog.model.llava import build_model
@@ -72,5 +73,5 @@ def tiny_init_checkpoint(out: Path, seed: int) -> Path:
     args = PRESETS["tiny"]
     runtime.set_seed(seed)
     full = sharding.gather_full_state_dict(build_model(args), args.language.vocab_size)
-    write_from_canonical(full, args, out, tp=1, pp=1)
+    write_from_canonical(full, args, out, tp=1, pp=1, meta_extra=meta_extra)
     return out

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from megatron_sicog.conversion.hf_mapping import ConversionError
-from megatron_sicog.generation.loading import checkpoint_chat_template
 from megatron_sicog.guards import UsageError
+from megatron_sicog.training.checkpointing import checkpoint_chat_template
 from tests.conversion_helpers import make_hf_llava
 from tests.test_hf_chat_templates import QWEN25_TEMPLATE
 
@@ -76,9 +76,19 @@ def test_unreproducible_processor_is_refused_before_writing(hf_dir, tmp_path):
     assert not (tmp_path / "ckpt").exists() and not list(tmp_path.glob(".ckpt.tmp-*"))
 
 
-def test_unmatched_template_needs_the_flag():
+def test_unmatched_template_needs_the_flag(caplog):
     meta = {"hf": {"chat_template": "{% for m in messages %}{{ m['content'] }}{% endfor %}"}}
     with pytest.raises(UsageError, match="give --chat-template"):
         checkpoint_chat_template(None, meta)
     assert checkpoint_chat_template("llama3", meta) == "llama3"
     assert checkpoint_chat_template(None, {}) == "qwen2"  # a checkpoint of the project's own, no record
+    assert not caplog.records  # nothing recorded to disagree with
+
+
+def test_a_flag_other_than_the_recorded_template_wins_with_a_warning(caplog):
+    meta = {"chat_template": "qwen2.5"}
+    assert checkpoint_chat_template("qwen2.5", meta, "CKPT") == "qwen2.5" and not caplog.records
+    assert checkpoint_chat_template("llama3", meta, "CKPT") == "llama3"
+    (rec,) = caplog.records
+    assert rec.levelname == "WARNING" and "--chat-template llama3 differs" in rec.getMessage()
+    assert "CKPT records ('qwen2.5'" in rec.getMessage()

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers import REPO, tiny_init_checkpoint
 
 COMMON = ["--mock-data", "--micro-batch-size", "2", "--global-batch-size", "4", "--seq-length", "64",
           "--lr", "1e-3", "--lr-warmup-iters", "2", "--log-interval", "1", "--seed", "7"]
@@ -80,6 +80,21 @@ def test_dpo_margin_rises_and_loss_falls(tmp_path):
     assert late_loss < loss[0] - 0.1, loss
     assert late_margin > margin[0] + 2.0, margin
     assert all(r["reward_accuracy"] >= 0.5 for r in recs[-3:]), recs[-3:]
+
+
+def test_chat_template_defaults_to_the_starting_checkpoints(mcore, tmp_path):
+    """No --chat-template: the saves record the template of the checkpoint the run started from (here an
+    imported-style llama3 one); an explicit other flag wins with a warning, also on resume."""
+    from megatron_sicog.training.checkpointing import read_meta
+
+    start = tiny_init_checkpoint(tmp_path / "start", seed=3, meta_extra={"chat_template": "llama3"})
+    save = tmp_path / "ckpt"
+    p = _run("--stage", "sft", "--train-iters", "1", "--pretrained-checkpoint", str(start), "--save", str(save))
+    assert read_meta(save)["chat_template"] == "llama3" and "differs" not in p.stdout + p.stderr
+    p = _run("--stage", "sft", "--train-iters", "2", "--load", str(save), "--save", str(save),
+             "--chat-template", "qwen2")
+    assert f"--chat-template qwen2 differs from the chat template {save} records ('llama3'" in p.stdout
+    assert read_meta(save)["chat_template"] == "qwen2"
 
 
 @pytest.mark.parametrize("args,world,msg", [

@@ -6,8 +6,9 @@ model): ``load`` (a checkpoint of any TP/PP, loaded into the current TP
 size), ``hf_path`` (a LlavaForConditionalGeneration directory, converted into
 `tmp_dir` first), ``random_init``, ``iteration``, ``tensor_model_parallel_size``,
 ``tokenizer_type`` / ``tokenizer_model`` / ``chat_template`` (default: the
-checkpoint's, see `checkpoint_chat_template`) and the model-shape flags of `model.presets.add_model_args`
-(used when the checkpoint names no shape). Returns ``(model, tokenizer,
+checkpoint's, see `training.checkpointing.checkpoint_chat_template`) and the
+model-shape flags of `model.presets.add_model_args` (used when the checkpoint
+names no shape). Returns ``(model, tokenizer,
 chat_template)``; the model is in eval mode.
 """
 from __future__ import annotations
@@ -52,15 +53,4 @@ def load_model_and_tokenizer(a, tmp_dir: Path):
     model = build_model(margs).eval()
     if load:
         ckpt.load_model_weights(model, load, a.iteration)
-    return model, tokenizer, checkpoint_chat_template(a.chat_template, meta)
-
-
-def checkpoint_chat_template(flag, meta: dict) -> str:
-    """--chat-template, else the checkpoint's (``meta.json``), else ``qwen2``; a checkpoint imported with a
-    Hugging Face chat template no project template renders has none to default to: UsageError."""
-    if flag or meta.get("chat_template"):
-        return flag or meta["chat_template"]
-    if (meta.get("hf") or {}).get("chat_template"):
-        raise UsageError("the checkpoint's Hugging Face chat template (meta.json hf.chat_template) renders like "
-                         "none of the project's templates: give --chat-template")
-    return "qwen2"
+    return model, tokenizer, ckpt.checkpoint_chat_template(a.chat_template, meta, a.hf_path or load)

@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 from typing import Optional, Sequence
 
+from megatron_sicog.data.chat_template import TEMPLATES
 from megatron_sicog.guards import UsageError, add_debug_flag
 from megatron_sicog.model.presets import add_model_args
 from megatron_sicog.training.checkpointing import add_allow_pickle_flag
@@ -83,7 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--mock-data", action="store_true", help="seeded synthetic multimodal batches")
     g.add_argument("--tokenizer-type", default=None, choices=["SentencePieceTokenizer", "HuggingFaceTokenizer"])
     g.add_argument("--tokenizer-model", default=None)
-    g.add_argument("--chat-template", default="qwen2")
+    g.add_argument("--chat-template", default=None, choices=sorted(TEMPLATES),
+                   help="the template the data was encoded with, recorded in the saved checkpoints; default: the "
+                        "one the starting checkpoint (--load to resume, else --pretrained-checkpoint) records, "
+                        "else qwen2")
     g.add_argument("--image-root", default=None,
                    help="ignored: every stage reads images from its indexed dataset (kept for old launch lines)")
     g.add_argument("--vocab-size", type=int, default=None, help="mock data without a tokenizer")

@@ -24,11 +24,17 @@ unpickling it can run any code. A truncated or foreign file raises
 `load_canonical` merges any TP/PP checkpoint into the canonical TP1/PP1 state
 dict without torch.distributed; `write_from_canonical` writes any TP/PP layout
 from one (the Hugging Face importer uses it).
+
+`checkpoint_chat_template(flag, meta, source)` is the chat template a tool
+works with when it starts from a checkpoint (the trainer, generation,
+evaluation): ``--chat-template`` when given (a warning if it differs from the
+template the checkpoint records), else the recorded one.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import re
 import shutil
@@ -347,6 +353,29 @@ def write_from_canonical(full: dict, args: ModelArgs, save_dir: str | Path, tp: 
                            {"model": local, "partition": partition, "layer_offset": offset, "iteration": iteration})
     meta = build_meta(args, tp, pp, iteration, meta_extra)
     return finalize_iteration(save_dir, iteration, meta)
+
+
+def checkpoint_chat_template(flag: Optional[str], meta: dict, source: str | Path = "the checkpoint") -> str:
+    """--chat-template `flag`, else the template `meta` records (``chat_template``: written by the trainer and,
+    when a project template renders the Hugging Face one, by hf-to-megatron), else ``qwen2``.
+
+    A flag other than the recorded template wins, with a warning naming both. A checkpoint imported with a
+    Hugging Face chat template no project template renders (``hf.chat_template`` only) has none to default
+    to: UsageError asking for the flag.
+    """
+    recorded = meta.get("chat_template")
+    if flag:
+        if recorded and recorded != flag:
+            logging.getLogger("sicog").warning(
+                f"--chat-template {flag} differs from the chat template {source} records ({recorded!r}, meta.json "
+                f"chat_template): the model was trained on {recorded} turns; using {flag} as asked")
+        return flag
+    if recorded:
+        return recorded
+    if (meta.get("hf") or {}).get("chat_template"):
+        raise UsageError(f"{source}: its Hugging Face chat template (meta.json hf.chat_template) renders like "
+                         "none of the project's templates: give --chat-template")
+    return "qwen2"
 
 
 def build_meta(args: ModelArgs, tp: int, pp: int, iteration: int, extra: Optional[dict] = None,

@@ -67,6 +67,7 @@ class Trainer:
         self.dp_size = validate_args(args, self.env.world_size)
         self.num_microbatches = args.global_batch_size // (args.micro_batch_size * self.dp_size)
         self._check_load_dir()
+        args.chat_template = self._chat_template()
         ckpt.allow_pickle(args.allow_pickle)
         self.tokenizer = self._build_tokenizer()
         self.model_args = self._build_model_args()
@@ -100,12 +101,23 @@ class Trainer:
 
         return build_tokenizer(self.args.tokenizer_type, self.args.tokenizer_model)
 
+    def _start_checkpoint(self) -> Optional[str]:
+        """The checkpoint this run starts from: --load when it holds one (resume), else --pretrained-checkpoint."""
+        a = self.args
+        return a.load if a.load and ckpt.read_tracker(a.load) is not None else a.pretrained_checkpoint
+
+    def _chat_template(self) -> str:
+        """--chat-template, else the starting checkpoint's recorded template, else qwen2 (what saves record)."""
+        source = self._start_checkpoint()
+        meta = ckpt.read_meta(source) if source else {}
+        return ckpt.checkpoint_chat_template(self.args.chat_template, meta, source or "the checkpoint")
+
     def _build_model_args(self) -> ModelArgs:
         """The shape of the checkpoint we start from (resume or pretrained), else preset + flags."""
         a = self.args
         vocab = self.tokenizer.vocab_size if self.tokenizer else a.vocab_size
         img = self.tokenizer.image_token_id if self.tokenizer else None
-        source = a.load if a.load and ckpt.read_tracker(a.load) is not None else a.pretrained_checkpoint
+        source = self._start_checkpoint()
         if source:
             m = ckpt.model_args_from_dict(ckpt.read_meta(source)["model_args"])
             if getattr(a, "transformer_impl", None):  # not a shape: either layer spec loads either checkpoint
