@@ -124,9 +124,6 @@ def validate_args(args: argparse.Namespace, world_size: int) -> int:
         errors.append(f"global batch size {args.global_batch_size} is not divisible by micro-batch-size "
                       f"{args.micro_batch_size} x data-parallel size {dp} "
                       f"({args.global_batch_size} % ({args.micro_batch_size} * {dp}) != 0)")
-    if args.stage == "dpo" and pp > 1:  # DPOObjective runs the reference through the PP schedule, but
-        # tests/test_dpo_pipeline.py (PP=2 == PP=1) has not yet passed on main: refused until it has
-        errors.append("--stage dpo needs --pipeline-model-parallel-size 1 (PP > 1 not yet verified)")
     from megatron_sicog import runtime
 
     if args.use_distributed_optimizer and not runtime.cuda_available():
