@@ -9,13 +9,10 @@
 `--stage pretrain | sft | dpo`, `--mock-data` for smoke runs. See
 megatron_sicog/training/trainer.py.
 """
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from megatron_sicog.guards import cli  # noqa: E402
-from megatron_sicog.training.trainer import main  # noqa: E402
+from megatron_sicog.guards import cli
+from megatron_sicog.training.trainer import main
 
 if __name__ == "__main__":
     sys.exit(cli("pretrain_sicog.py", main))

@@ -27,9 +27,7 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.rss import peak_rss_line  # noqa: E402
+from rss import peak_rss_line  # noqa: E402  benchmarks/rss.py: the script's folder is on sys.path
 
 from megatron_sicog.data.chat_template import encode_conversation  # noqa: E402
 from megatron_sicog.data.image import load_image  # noqa: E402

@@ -23,13 +23,10 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchmarks.rss import peak_rss_line  # noqa: E402
+from rss import peak_rss_line  # benchmarks/rss.py: the script's folder is on sys.path
 
 import torch  # noqa: E402
 

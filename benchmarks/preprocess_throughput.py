@@ -36,7 +36,6 @@ import json
 import os
 import pstats
 import re
-import resource
 import subprocess
 import sys
 import time
@@ -45,9 +44,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.rss import peak_rss_line  # noqa: E402
+from rss import peak_rss_line  # noqa: E402  benchmarks/rss.py: the script's folder is on sys.path
 
 
 def make_corpus(path: Path, n_docs: int, doc_bytes: int, seed: int) -> list[str]:

@@ -63,12 +63,8 @@ import pstats
 import statistics
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.rss import peak_rss_line  # noqa: E402
+from rss import peak_rss_line  # benchmarks/rss.py: the script's folder is on sys.path
 
 import torch  # noqa: E402
 

@@ -1,10 +1,20 @@
-"""Shared test helpers: launching torchrun workers on 2 gloo processes."""
+"""Shared test helpers: launching torchrun workers on 2 gloo processes, tiny checkpoints, tool modules."""
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def load_tool(name: str):
+    """tools/<name>.py as a freshly executed module (the tools are scripts, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def worker_env(nproc: int) -> dict:

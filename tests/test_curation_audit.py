@@ -1,5 +1,4 @@
 """--audit: precision of the kept labels and kept fraction at each threshold, on a hand-made case."""
-import importlib.util
 import json
 import subprocess
 import sys
@@ -12,8 +11,8 @@ from megatron_sicog.curation.audit import AuditLabels, unigram_precision
 from megatron_sicog.guards import UsageError
 from megatron_sicog.io import iter_records, write_jsonl_atomic
 from megatron_sicog.prompts import build_prompt, format_cot
+from tests.helpers import REPO, load_tool
 
-REPO = Path(__file__).resolve().parents[1]
 Q = build_prompt("cot", "What colour is the car? (A) red (B) blue (C) green")
 GRAPH = {"background": "white", "marginal": {"colour": "yellow", "side": "top", "offset": 0.5, "shape": "dot"},
          "objects": [{"shape": "circle", "colour": "red", "size": "large", "texture": "solid", "row": 0, "col": 0,
@@ -136,17 +135,10 @@ def test_duplicate_label_keeps_the_first(tmp_path):
     assert [e["reason"].split(":")[0] for e in labels.errors] == ["audit_duplicate"]
 
 
-def _curate_tool():
-    spec = importlib.util.spec_from_file_location("curate_tool", REPO / "tools" / "curate.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_cli_audit_flag_and_usage_errors(tmp_path):
     write_jsonl_atomic(tmp_path / "cands.jsonl", ITEMS)
     write_jsonl_atomic(tmp_path / "labels.jsonl", LABELS)
-    tool = _curate_tool()
+    tool = load_tool("curate")
     base = ["--input", str(tmp_path / "cands.jsonl"), "--output", str(tmp_path / "o.jsonl"), "--scorer", "lexical"]
     for extra, msg in [(["--audit", str(tmp_path / "none.jsonl")], "--audit"),
                        (["--keep-fraction", "0"], "--keep-fraction"),

@@ -13,6 +13,7 @@ from megatron_sicog.curation.decontaminate import (ExclusionIndex, dhash, hammin
 from megatron_sicog.evaluation.benchmarks.export import image_base64, write_tsv
 from megatron_sicog.io import iter_records, write_jsonl_atomic
 from megatron_sicog.prompts import build_prompt, format_cot
+from tests.helpers import load_tool
 
 
 def scene(seed: int, size: int = 64) -> np.ndarray:
@@ -147,19 +148,8 @@ def test_curate_drops_copies_and_questions_by_reason(world):
     assert d["dropped_total"] == 3 and d["question_matches"] == 2 and res.summary["kept"] == 4
 
 
-def _curate_tool():
-    import importlib.util
-
-    from tests.helpers import REPO
-
-    spec = importlib.util.spec_from_file_location("curate_tool", REPO / "tools" / "curate.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_cli_decontamination_and_its_mistakes(world, capsys):
-    tool = _curate_tool()
+    tool = load_tool("curate")
     base = ["--input", str(world / "cands.jsonl"), "--scorer", "lexical", "--no-progress", "--overwrite",
             "--image-root", str(world / "img"), "--exclude-image-root", str(world)]
     assert tool.main([*base, "--output", str(world / "o.jsonl"), "--exclude",

@@ -1,5 +1,4 @@
 """tools/evaluate_benchmarks.py: saved predictions re-scored, bad input, a model answering, resume."""
-import importlib.util
 import json
 import os
 import subprocess
@@ -9,14 +8,7 @@ import pytest
 
 from megatron_sicog.guards import UsageError
 from tests import benchmark_fixtures as fx
-from tests.helpers import REPO, small_checkpoint
-
-
-def _tool():
-    spec = importlib.util.spec_from_file_location("evaluate_benchmarks", REPO / "tools" / "evaluate_benchmarks.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from tests.helpers import REPO, load_tool, small_checkpoint
 
 
 @pytest.fixture()
@@ -37,7 +29,7 @@ def _bench_args(f):
 def test_saved_predictions_scored_and_rescored(files, tmp_path, capsys):
     out = tmp_path / "out"
     pred_args = [x for n, p in files["preds"].items() for x in ("--predictions", f"{n}={p}")]
-    res = _tool().main([*_bench_args(files), *pred_args, "--output-dir", str(out)])
+    res = load_tool("evaluate_benchmarks").main([*_bench_args(files), *pred_args, "--output-dir", str(out)])
     table = capsys.readouterr().out
     assert "MMBench_DEV_EN" in table and "per-row 66.7" in table and "unmatched 1/6" in table
     saved = json.loads((out / "results.json").read_text())
@@ -46,7 +38,7 @@ def test_saved_predictions_scored_and_rescored(files, tmp_path, capsys):
     assert saved["POPE"]["f1"] == pytest.approx(0.6) and saved["ChartQA"]["overall"] == 0.5
     # the tool's own per-row file is a predictions file: re-scoring it gives the same figures
     again = tmp_path / "again"
-    res2 = _tool().main([*_bench_args(files), "--output-dir", str(again),
+    res2 = load_tool("evaluate_benchmarks").main([*_bench_args(files), "--output-dir", str(again),
                          *[x for n in files["preds"] for x in ("--predictions", f"{n}={out / (n + '.predictions.jsonl')}")]])
     assert res2 == res
 
@@ -67,7 +59,7 @@ def test_bad_input_writes_nothing(files, tmp_path):
     ]
     for args, message in cases:
         with pytest.raises(UsageError, match=message):
-            _tool().main([*args, "--output-dir", str(out)])
+            load_tool("evaluate_benchmarks").main([*args, "--output-dir", str(out)])
         assert not out.exists()
     # as a command: one line, exit status 2
     p = subprocess.run([sys.executable, str(REPO / "tools" / "evaluate_benchmarks.py"), *cases[0][0],
@@ -96,7 +88,7 @@ def test_model_answers_every_row_and_resumes(checkpoint, files, tmp_path):
     # a run killed after one answer: the partial file (with a torn last line) is resumed
     (out / ".partial").mkdir(parents=True)
     (out / ".partial" / "POPE.jsonl").write_text('{"id": "1", "prediction": "No."}\n{"id": "2", "predi')
-    res = _tool().main(args)
+    res = load_tool("evaluate_benchmarks").main(args)
     assert not (out / ".partial").exists()
     assert res["MMBench_DEV_EN"]["n_rows"] == 6 and res["POPE"]["n"] == 8
     pope = [json.loads(x) for x in (out / "POPE.predictions.jsonl").read_text().splitlines()]
@@ -118,7 +110,7 @@ def test_tensor_parallel_answers_equal_tp1(checkpoint, files, tmp_path):
 
     common = ["--load", str(checkpoint["ckpt"]), "--benchmark", f"POPE={files['pope']}", "--max-new-tokens", "6",
               "--no-progress"]
-    one = _tool().main([*common, "--output-dir", str(tmp_path / "tp1")])
+    one = load_tool("evaluate_benchmarks").main([*common, "--output-dir", str(tmp_path / "tp1")])
     torchrun(str(REPO / "tools" / "evaluate_benchmarks.py"), *common, "--tensor-model-parallel-size", "2",
              "--output-dir", str(tmp_path / "tp2"), nproc=2)
     assert json.loads((tmp_path / "tp2" / "results.json").read_text()) == json.loads(json.dumps(one))

@@ -15,7 +15,7 @@ import time
 import pytest
 import torch
 
-from tests.helpers import REPO
+from tests.helpers import REPO, load_tool
 from tests.test_generation_tool import setup  # noqa: F401 - the tiny checkpoint, tokenizer and records
 
 from megatron_sicog.curation.synthetic import synthetic_records
@@ -83,8 +83,7 @@ def test_curate_output_directory_refused_before_work(cands, tmp_path):
 
 @pytest.mark.parametrize("value", ["1.5", "inf", "nan", "-0.5"])
 def test_curate_threshold_outside_0_1_refused(value):
-    sys.path.insert(0, str(REPO / "tools"))
-    import curate as curate_tool
+    curate_tool = load_tool("curate")
 
     args = curate_tool.build_parser().parse_args(["--input", "x", "--output", "y", "--caption-threshold", value])
     with pytest.raises(UsageError, match="--caption-threshold must be a number in"):
@@ -169,8 +168,7 @@ def test_generate_truncated_checkpoint_names_file_and_older_iteration(setup, tmp
 
 
 def test_resume_removes_damaged_lines_atomically(tmp_path):
-    sys.path.insert(0, str(REPO / "tools"))
-    import generate_candidates as gen_tool
+    gen_tool = load_tool("generate_candidates")
 
     out = tmp_path / "o.jsonl"
     good = [json.dumps({"id": f"r{i}", "candidates": ["x"]}) for i in range(5)]

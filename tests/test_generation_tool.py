@@ -1,5 +1,4 @@
 """tools/generate_candidates.py end to end: records/images -> candidate records, errors, shards, resume."""
-import importlib.util
 import json
 import os
 import signal
@@ -10,14 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, small_checkpoint
-
-
-def _tool():
-    spec = importlib.util.spec_from_file_location("generate_candidates", REPO / "tools" / "generate_candidates.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from tests.helpers import REPO, load_tool, small_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +45,8 @@ def _base(s, out, *extra):
 def test_cot_candidates_with_bad_input_reported(setup, tmp_path, capsys):
     s = setup
     out = tmp_path / "cands.jsonl"
-    _tool().main(_base(s, out, "--input", str(s["bad"]), "--mode", "cot", "--num-candidates", "3"))
+    load_tool("generate_candidates").main(_base(s, out, "--input", str(s["bad"]), "--mode", "cot",
+                                                "--num-candidates", "3"))
     recs = _read(out)
     assert sorted(r["id"] for r in recs) == sorted(r["id"] for r in s["good"])
     by_id = {r["id"]: r for r in s["good"]}
@@ -80,7 +73,7 @@ def test_cot_candidates_with_bad_input_reported(setup, tmp_path, capsys):
 def test_greedy_candidates_are_identical_and_bare_image_list(setup, tmp_path):
     s = setup
     out = tmp_path / "cod.jsonl"
-    _tool().main(_base(s, out, "--mode", "cod", "--num-candidates", "4", "--temperature", "0"))
+    load_tool("generate_candidates").main(_base(s, out, "--mode", "cod", "--num-candidates", "4", "--temperature", "0"))
     recs = _read(out)
     images = sorted(p.name for p in s["image_root"].iterdir())
     assert sorted(r["id"] for r in recs) == images
@@ -92,7 +85,7 @@ def test_greedy_candidates_are_identical_and_bare_image_list(setup, tmp_path):
 
 def test_shards_concatenate_to_the_whole_and_seeds_repeat(setup, tmp_path):
     s = setup
-    tool = _tool()
+    tool = load_tool("generate_candidates")
     whole = tmp_path / "whole.jsonl"
     tool.main(_base(s, whole, "--input", str(s["records"]), "--mode", "answer", "--num-candidates", "2", "--seed", "5"))
     again = tmp_path / "again.jsonl"
@@ -131,7 +124,7 @@ def test_killed_run_resumes_with_every_id_once(setup, tmp_path):
     assert 1 <= len(first) < len(recs)
     with open(out, "a") as f:  # as if killed in the middle of a write
         f.write('{"id": "rec0-0", "candidates": ["trunc')
-    _tool().main(args + ["--resume"])
+    load_tool("generate_candidates").main(args + ["--resume"])
     final = _read(out)
     ids = [r["id"] for r in final]
     assert sorted(ids) == sorted(r["id"] for r in recs)  # every id exactly once
@@ -147,7 +140,7 @@ def test_tensor_and_data_parallel_runs(setup, tmp_path):
     script = str(REPO / "tools" / "generate_candidates.py")
     common = ["--input", str(s["records"]), "--mode", "cot", "--num-candidates", "2", "--temperature", "0"]
     tp1 = tmp_path / "tp1.jsonl"
-    _tool().main(_base(s, tp1, *common))
+    load_tool("generate_candidates").main(_base(s, tp1, *common))
     tp2 = tmp_path / "tp2.jsonl"
     torchrun(script, *_base(s, tp2, *common, "--tensor-model-parallel-size", "2"), nproc=2)
     assert _read(tp2) == _read(tp1)
@@ -175,7 +168,7 @@ def test_hf_path_and_library_entries_agree_with_load(setup, tmp_path):
     hf_dir = export_hf(s["ckpt"], tmp_path / "hf", tokenizer_path=meta["tokenizer_model"], progress=False)
     common = ["--input", str(s["records"]), "--image-root", str(s["image_root"]), "--mode", "answer",
               "--num-candidates", "2", "--temperature", "0", "--max-new-tokens", "10", "--no-progress"]
-    tool = _tool()
+    tool = load_tool("generate_candidates")
     tool.main(["--load", str(s["ckpt"]), "--output", str(tmp_path / "load.jsonl"), *common])
     tool.main(["--hf-path", str(hf_dir), "--output", str(tmp_path / "hf.jsonl"), *common])
     from_load, from_hf = _read(tmp_path / "load.jsonl"), _read(tmp_path / "hf.jsonl")

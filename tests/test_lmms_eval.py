@@ -7,7 +7,6 @@ task YAML over a local JSONL file); its answers must be those of
 tools/evaluate_benchmarks.py on the same file and checkpoint (the same
 prompt, greedy), so both report the same accuracy.
 """
-import importlib.util
 import json
 import os
 import shutil
@@ -17,7 +16,7 @@ import sys
 import pytest
 
 from tests import benchmark_fixtures as fx
-from tests.helpers import REPO, small_checkpoint
+from tests.helpers import REPO, load_tool, small_checkpoint
 
 pytestmark = pytest.mark.lmms_eval
 
@@ -59,9 +58,7 @@ def test_lmms_eval_local_task_matches_evaluate_benchmarks(mcore, tmp_path):
     samples = [json.loads(x) for x in next(out.rglob("*_samples_sicog_pope.jsonl")).read_text().splitlines()]
     assert len(samples) == 8
 
-    spec = importlib.util.spec_from_file_location("evaluate_benchmarks", REPO / "tools" / "evaluate_benchmarks.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("evaluate_benchmarks")
     ours = tool.main(["--load", str(ckpt), "--benchmark", f"POPE={task / 'pope.jsonl'}",
                                      "--max-new-tokens", "16", "--no-progress", "--output-dir", str(tmp_path / "ours")])
     assert results["pope_accuracy,none"] == pytest.approx(ours["POPE"]["accuracy"])

@@ -1,33 +1,21 @@
 """tools/preprocess_data.py and tools/merge_datasets.py: round trip, bad input, atomicity, shards."""
-import importlib.util
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from megatron_sicog.data.image import decode_image, resize_image
+from megatron_sicog.data.image import resize_image
 from megatron_sicog.data.tokenizer import build_tokenizer
 from megatron_sicog.data.toy import make_records, make_sentencepiece, toy_texts
+from tests.helpers import REPO, load_tool
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _load_tool(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-preprocess_tool = _load_tool("preprocess_data")
-merge_tool = _load_tool("merge_datasets")
+preprocess_tool = load_tool("preprocess_data")
+merge_tool = load_tool("merge_datasets")
 
 
 @pytest.fixture(scope="module")
@@ -248,7 +236,7 @@ def test_sigterm_leaves_nothing(sp_model, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "tools/preprocess_data.py"), "--input", str(tmp_path / "big.jsonl"),
+        [sys.executable, str(REPO / "tools/preprocess_data.py"), "--input", str(tmp_path / "big.jsonl"),
          "--tokenizer-type", "SentencePieceTokenizer", "--tokenizer-model", str(sp_model),
          "--output-prefix", str(out / "ds"), "--workers", "2", "--chunk-size", "64", "--no-progress"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)

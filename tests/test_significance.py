@@ -1,11 +1,10 @@
 """Paired bootstrap of two models' per-item eval results."""
-import importlib.util
 import json
 
 import pytest
 
 from megatron_sicog.evaluation.significance import paired_bootstrap, pooled_paired_bootstrap
-from tests.helpers import REPO
+from tests.helpers import load_tool
 
 
 def _metrics(correct, f1):
@@ -68,9 +67,7 @@ def test_pooled_resamples_within_each_run():
 
 
 def test_compare_runs_tool_pools_run_directories(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("compare_runs", REPO / "tools" / "compare_runs.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("compare_runs")
     runs = []
     for k, (gain, n) in enumerate([(1.0, 40), (0.0, 60)]):
         run = tmp_path / f"run{k}"

@@ -1,7 +1,7 @@
 """LLaVA records -> prompts -> candidate records (SICOG stage 2), in process.
 
 `generate_candidates(model, tokenizer, records, options)` yields, batch by
-batch, one candidate record per input (the interface of DESIGN.md §3)::
+batch, one candidate record per input::
 
     {"id", "image", "task": "caption"|"reasoning", "prompt", "candidates": [...], "reference"?,
      "provenance": {checkpoint, mode, prompt_template, sampling, seed, ...}}
