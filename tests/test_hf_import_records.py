@@ -92,3 +92,39 @@ def test_a_flag_other_than_the_recorded_template_wins_with_a_warning(caplog):
     (rec,) = caplog.records
     assert rec.levelname == "WARNING" and "--chat-template llama3 differs" in rec.getMessage()
     assert "CKPT records ('qwen2.5'" in rec.getMessage()
+
+
+def test_llava_image_aspect_ratio_travels_from_config_to_export(tmp_path):
+    """config.json image_aspect_ratio "pad" (LLaVA-1.5): the checkpoint's pixels are LLaVA-1.5's
+    (expand2square with the mean colour, then the CLIP processor) and the export's LlavaImageProcessor gives
+    them too; a value the project does not reproduce is refused before writing; the argument wins."""
+    from transformers import AutoImageProcessor
+
+    from megatron_sicog.conversion.hf_export import export_hf
+    from megatron_sicog.conversion.hf_import import import_hf
+    from megatron_sicog.data.image_processing import _hf_class, for_vision
+    from megatron_sicog.training.checkpointing import model_args_from_dict, read_meta
+    from tests.test_image_processing import _hf_pixels, _llava15_pixels
+
+    hf = tmp_path / "hf"
+    make_hf_llava("llama", hf)  # CLIP tower, 32 px, no preprocessor_config.json: the family's processor
+    cfg = json.loads((hf / "config.json").read_text())
+    (hf / "config.json").write_text(json.dumps({**cfg, "image_aspect_ratio": "pad"}))
+    ckpt = import_hf(tmp_path / "ckpt", hf_path=hf, progress=False)
+    vision = model_args_from_dict(read_meta(ckpt)["model_args"]).vision
+    rng = np.random.default_rng(5)
+    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((20, 70), (64, 31), (32, 32))]
+    clip = _hf_class("clip")(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    want = _llava15_pixels(clip, images, "pad")
+    assert torch.equal(for_vision(vision)(images), want)
+    out = export_hf(ckpt, tmp_path / "out", progress=False)
+    back = AutoImageProcessor.from_pretrained(str(out))
+    assert type(back).__name__.startswith("LlavaImageProcessor") and torch.equal(_hf_pixels(back, images), want)
+
+    (hf / "config.json").write_text(json.dumps({**cfg, "image_aspect_ratio": "anyres"}))
+    with pytest.raises(ConversionError, match="image_aspect_ratio='anyres'"):
+        import_hf(tmp_path / "ckpt2", hf_path=hf, progress=False)
+    assert not (tmp_path / "ckpt2").exists()
+    ckpt = import_hf(tmp_path / "ckpt3", hf_path=hf, progress=False, image_aspect_ratio="resize")
+    vision = model_args_from_dict(read_meta(ckpt)["model_args"]).vision
+    assert torch.equal(for_vision(vision)(images), _llava15_pixels(clip, images, "resize"))

@@ -106,3 +106,87 @@ def test_configs_it_cannot_reproduce_are_refused_naming_field_and_value(edit, ma
 def test_clip_without_crop_needs_a_square_size():
     with pytest.raises(ImageProcessorError, match="varying shape"):
         ImageProcessing.from_hf({**CLIP_L336, "do_center_crop": False}, 336)
+
+
+def _expand2square(pil_img, background_color):
+    """LLaVA-1.5's expand2square (llava/mm_utils.py), as its training and evaluation code call it."""
+    from PIL import Image
+
+    width, height = pil_img.size
+    if width == height:
+        return pil_img
+    if width > height:
+        result = Image.new(pil_img.mode, (width, width), background_color)
+        result.paste(pil_img, (0, (width - height) // 2))
+        return result
+    result = Image.new(pil_img.mode, (height, height), background_color)
+    result.paste(pil_img, ((height - width) // 2, 0))
+    return result
+
+
+def _llava15_pixels(processor, images, aspect):
+    """What LLaVA-1.5 feeds its tower: image_aspect_ratio 'pad' -> expand2square with
+    tuple(int(x*255) for x in image_mean), then the CLIP processor; 'resize' (VILA) -> PIL resize to the
+    crop size first."""
+    from PIL import Image
+
+    out = []
+    for a in images:
+        im = Image.fromarray(a)
+        if aspect == "pad":
+            im = _expand2square(im, tuple(int(x * 255) for x in processor.image_mean))
+        elif aspect == "resize":
+            c = processor.crop_size if getattr(processor, "crop_size", None) else processor.size
+            im = im.resize((c["width"], c["height"]))
+        out.append(im)
+    return _hf_pixels(processor, out)
+
+
+@pytest.mark.parametrize("aspect", ["pad", "resize"])
+@pytest.mark.parametrize("family,size", [("clip", 32), ("clip", 336), ("siglip", 48)])
+def test_image_aspect_ratio_gives_llava15s_pixels(aspect, family, size):
+    ours = ImageProcessing.family_default(family, size).with_aspect_ratio(aspect)
+    hf = ImageProcessing.family_default(family, size).hf_processor()
+    images = _images(size)
+    want = _llava15_pixels(hf, images, aspect)
+    assert torch.equal(ours(images), want)
+    alone = ImageProcessing.family_default(family, size)(images)
+    # on non-square images the step changes the pixels, except SigLIP's 'resize': it squashes already
+    assert torch.equal(alone, want) == (family == "siglip" and aspect == "resize")
+    # what the checkpoint records and the export writes: a transformers processor giving the same pixels
+    rec = ImageProcessing.from_hf(json.loads(json.dumps(ours.to_hf())), size)
+    assert rec == ours and torch.equal(_hf_pixels(ours.hf_processor(), images), want)
+    if aspect == "pad":
+        assert ours.to_hf()["image_processor_type"] == "LlavaImageProcessor" and ours.to_hf()["do_pad"] is True
+        vision = VisionArgs(family=family, image_size=size, image_processor=ours.to_hf())
+        assert torch.equal(for_vision(vision)(images), want)
+
+
+def test_pad_fills_with_the_mean_colour_and_keeps_the_image_centred():
+    img = np.full((10, 30, 3), 255, dtype=np.uint8)  # 1:3, white
+    p = ImageProcessing.family_default("siglip", 30).with_aspect_ratio("pad")
+    x = p.pixels_uint8(img)
+    assert x.shape == (30, 30, 3)
+    assert (x[:10] == 127).all() and (x[10:20] == 255).all() and (x[20:] == 127).all()  # int(0.5 * 255)
+
+
+@pytest.mark.parametrize("proc,aspect,match", [
+    (ImageProcessing.family_default("clip", 32), "anyres", "image_aspect_ratio='anyres'"),
+    (ImageProcessing.family_default("clip", 32).with_aspect_ratio("pad"), "square", "do_pad=True"),
+    (ImageProcessing.from_hf({**CLIP_L336, "size": 384}, 336), "resize", "resizes again"),
+])
+def test_aspect_ratios_it_cannot_express_are_refused(proc, aspect, match):
+    with pytest.raises(ImageProcessorError, match=match):
+        proc.with_aspect_ratio(aspect)
+
+
+def test_llava_processor_configs_parse():
+    """transformers' own LlavaImageProcessor config (llava-hf style, do_pad) gives its pixels."""
+    cfg = {**CLIP_L336, "feature_extractor_type": None, "image_processor_type": "LlavaImageProcessor",
+           "do_pad": True}
+    ours = ImageProcessing.from_hf(cfg, 336)
+    assert ours.pad_to_square and ours.kind == "llava"
+    images = _images(2)[:3]
+    assert torch.equal(ours(images), _hf_pixels(_hf_class("llava").from_dict(cfg), images))
+    with pytest.raises(ImageProcessorError, match="do_normalize=False"):
+        ImageProcessing.from_hf({**cfg, "do_normalize": False}, 336)

@@ -48,6 +48,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="with --vision-path: HF hidden_states index fed to the projector (LLaVA: -2)")
     a.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=None, help="default: as stored")
     a.add_argument("--seed", type=int, default=1234, help="fresh projector initialisation")
+    a.add_argument("--image-aspect-ratio", choices=["pad", "resize", "square"], default=None,
+                   help="LLaVA's image_aspect_ratio the model is trained / run with: pad (expand to a square with "
+                        "the processor's mean colour, LLaVA-1.5), resize (squash), square (the processor alone); "
+                        "default: the HF config.json's, else square")
     b = sub.add_parser("megatron-to-hf", help="this project's checkpoint (any TP/PP) -> Hugging Face LLaVA")
     b.add_argument("--load", required=True, help="checkpoint directory (latest iteration unless --iteration)")
     b.add_argument("--save", required=True, help="Hugging Face directory to create")
@@ -97,7 +101,8 @@ def main(argv=None) -> Path:
                             hf_path=args.hf_path, vision_path=args.vision_path, language_path=args.language_path,
                             image_token_id=args.image_token_id, vision_feature_layer=args.vision_feature_layer,
                             make_vocab_size_divisible_by=args.make_vocab_size_divisible_by, dtype=args.dtype,
-                            seed=args.seed, progress=not args.no_progress)
+                            seed=args.seed, progress=not args.no_progress,
+                            image_aspect_ratio=args.image_aspect_ratio)
         else:
             from megatron_sicog.conversion.hf_export import export_hf
 

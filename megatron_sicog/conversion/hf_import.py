@@ -20,7 +20,9 @@ What the checkpoint needs to see and speak as the HF model did travels with it:
 the ``preprocessor_config.json`` of the LLaVA (or vision) directory, checked to be
 reproducible (`data.image_processing`; otherwise refused before anything is
 written), becomes ``model_args.vision.image_processor``, which training, generation,
-evaluation and export then follow; the directory's chat template (``chat_template.jinja``
+evaluation and export then follow; LLaVA's ``image_aspect_ratio`` (``config.json``, or
+the ``image_aspect_ratio`` argument) is folded into that record (``"pad"``: the
+``LlavaImageProcessor`` with ``do_pad``; ``"resize"``: the squashing processor); the directory's chat template (``chat_template.jinja``
 or ``tokenizer_config.json``) is kept as ``meta.json`` ``hf.chat_template`` and, when
 a project template renders the same (`hf_chat_template.match_chat_template`),
 named in ``meta.json`` ``chat_template``, the default of the inference tools.
@@ -169,17 +171,26 @@ def _image_token_from_tokenizer(path: Path) -> Optional[int]:
     return None
 
 
-def _image_processor_record(path: Path, args: ModelArgs) -> Optional[dict]:
-    """The reproducible ``preprocessor_config.json`` of `path` (normalised), None without one."""
-    from megatron_sicog.data.image_processing import ImageProcessing, ImageProcessorError
+def _image_processor_record(path: Path, args: ModelArgs, image_aspect_ratio: Optional[str] = None) -> Optional[dict]:
+    """The reproducible ``preprocessor_config.json`` of `path` (else the family's processor) under LLaVA's
+    `image_aspect_ratio` (`ImageProcessing.with_aspect_ratio`), normalised; None when neither says anything."""
+    from megatron_sicog.data.image_processing import ImageProcessing, ImageProcessorError, for_vision
 
     f = path / "preprocessor_config.json"
-    if not f.is_file():
+    if not f.is_file() and image_aspect_ratio in (None, "square"):
         return None
     try:
-        return ImageProcessing.from_hf(json.loads(f.read_text()), args.vision.image_size).to_hf()
+        proc = (ImageProcessing.from_hf(json.loads(f.read_text()), args.vision.image_size) if f.is_file()
+                else for_vision(args.vision))
+        return proc.with_aspect_ratio(image_aspect_ratio).to_hf()
     except (ImageProcessorError, json.JSONDecodeError) as e:
-        raise ConversionError(f"{f}: {e}") from None
+        raise ConversionError(f"{f if f.is_file() else path}: {e}") from None
+
+
+def _config_aspect_ratio(path: Path) -> Optional[str]:
+    """LLaVA's ``image_aspect_ratio`` in the directory's ``config.json`` (checkpoints trained by LLaVA's code)."""
+    f = path / "config.json"
+    return json.loads(f.read_text()).get("image_aspect_ratio") if f.is_file() else None
 
 
 def _chat_template_record(path: Path) -> dict:
@@ -224,7 +235,7 @@ def import_hf(save: str | Path, tp: int = 1, pp: int = 1, hf_path: Optional[str 
               vision_path: Optional[str | Path] = None, language_path: Optional[str | Path] = None,
               image_token_id: Optional[int] = None, vision_feature_layer: int = -2,
               make_vocab_size_divisible_by: int = 128, dtype: Optional[str] = None, seed: int = 1234,
-              progress: bool = True) -> Path:
+              progress: bool = True, image_aspect_ratio: Optional[str] = None) -> Path:
     """Convert and write the checkpoint; returns the save dir. See the module docstring."""
     from transformers import LlavaConfig
 
@@ -262,7 +273,8 @@ def import_hf(save: str | Path, tp: int = 1, pp: int = 1, hf_path: Optional[str 
     except ValueError as e:
         raise ConversionError(f"TP={tp}, PP={pp}: {e}") from None
     check_source(source, args, fresh)
-    args.vision.image_processor = _image_processor_record(Path(hf_path or vision_path), args)
+    aspect = image_aspect_ratio or (_config_aspect_ratio(Path(hf_path)) if hf_path else None)
+    args.vision.image_processor = _image_processor_record(Path(hf_path or vision_path), args, aspect)
     template = _chat_template_record(Path(hf_path or language_path))
 
     from megatron_sicog.training import checkpointing

@@ -12,6 +12,16 @@ export all ask it. It returns the processor recorded with the checkpoint
 * SigLIP -> ``SiglipImageProcessor``: bicubic resize to S x S (no crop), x 1/255,
   mean = std = 0.5.
 
+LLaVA's ``image_aspect_ratio`` (the HF ``config.json`` field of LLaVA-trained
+checkpoints, or ``hf-to-megatron --image-aspect-ratio``) changes the image before
+that processor (`with_aspect_ratio`): ``"pad"`` (LLaVA-1.5) expands it to a square
+of its longer side with the processor's mean colour ``tuple(int(x * 255) for x in
+image_mean)``, centred (LLaVA's ``expand2square``) — recorded and exported as
+transformers' ``LlavaImageProcessor`` with ``do_pad`` (kind ``llava``), which does the
+same; ``"resize"`` (VILA / LLaVA forks) squashes it to the processor's output size
+with PIL's bicubic first — recorded as the squashing processor it amounts to;
+``"square"`` (LLaVA's default) or none: the processor alone.
+
 `ImageProcessing` holds the pixel-deciding fields of a ``preprocessor_config.json``
 (``from_hf`` refuses, naming field and value, what the project cannot reproduce or
 what would not give S x S pixels); calling it on HxWx3 uint8 arrays gives the
@@ -25,7 +35,7 @@ the reference here, as it was for the original LLaVA and SigLIP processors.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional, Sequence
 
 import numpy as np
@@ -35,8 +45,12 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 SIGLIP_MEAN = SIGLIP_STD = (0.5, 0.5, 0.5)
 PIL_BICUBIC = 3
 HF_TYPES = {"CLIPImageProcessor": "clip", "CLIPImageProcessorFast": "clip", "CLIPFeatureExtractor": "clip",
-            "SiglipImageProcessor": "siglip", "SiglipImageProcessorFast": "siglip"}
-HF_CLASS = {"clip": "CLIPImageProcessor", "siglip": "SiglipImageProcessor"}
+            "SiglipImageProcessor": "siglip", "SiglipImageProcessorFast": "siglip",
+            "LlavaImageProcessor": "llava", "LlavaImageProcessorFast": "llava"}
+HF_CLASS = {"clip": "CLIPImageProcessor", "siglip": "SiglipImageProcessor", "llava": "LlavaImageProcessor"}
+ASPECT_RATIOS = ("pad", "resize", "square")  # LLaVA's image_aspect_ratio values reproduced
+
+
 class ImageProcessorError(ValueError):
     """A preprocessor config the project cannot reproduce (the message names field and value)."""
 
@@ -45,13 +59,14 @@ class ImageProcessorError(ValueError):
 class ImageProcessing:
     """Pixel-deciding fields of a HF image processor (the ``preprocessor_config.json`` names)."""
 
-    kind: str                         # "clip" or "siglip": CLIPImageProcessor / SiglipImageProcessor
+    kind: str                         # "clip", "siglip", "llava": CLIP- / Siglip- / LlavaImageProcessor
     size: tuple                       # (("shortest_edge", S),) or (("height", H), ("width", W))
     crop_size: Optional[tuple] = None  # (H, W) of the centre crop; None: no crop
     resample: int = PIL_BICUBIC
     rescale_factor: Optional[float] = 1 / 255   # None: no rescale
     image_mean: Optional[tuple] = None          # None: no normalisation
     image_std: Optional[tuple] = None
+    pad_to_square: bool = False       # LlavaImageProcessor do_pad: expand to a square with the mean colour
 
     @property
     def output_size(self) -> Optional[tuple[int, int]]:
@@ -90,9 +105,12 @@ class ImageProcessing:
             raise ImageProcessorError(f"preprocessor_config do_resize={get['do_resize']!r}: the model needs a "
                                       "fixed input size")
         steps = [k for k, v in cfg.items() if k.startswith("do_") and k not in defaults and v]
-        if get["do_pad"] or steps:
-            k = "do_pad" if get["do_pad"] else steps[0]
+        if (get["do_pad"] and kind != "llava") or steps:
+            k = steps[0] if steps else "do_pad"
             raise ImageProcessorError(f"preprocessor_config {k}={cfg.get(k)!r} is not reproduced")
+        if get["do_pad"] and not get["do_normalize"]:
+            raise ImageProcessorError("preprocessor_config do_pad=True with do_normalize=False is not reproduced "
+                                      "(the pad colour is the mean the project keeps only when normalising)")
         if get["do_convert_rgb"] is False:
             raise ImageProcessorError("preprocessor_config do_convert_rgb=False is not reproduced (images are RGB)")
         size = get["size"]
@@ -107,7 +125,7 @@ class ImageProcessing:
             raise ImageProcessorError(f"preprocessor_config size={size!r}: only {{'shortest_edge': S}} or "
                                       "{'height': H, 'width': W}")
         crop = None
-        if get["do_center_crop"] and kind == "clip":
+        if get["do_center_crop"] and kind in ("clip", "llava"):
             c = get["crop_size"]
             c = {"height": c, "width": c} if isinstance(c, int) else dict(c)
             if set(c) != {"height", "width"}:
@@ -125,7 +143,8 @@ class ImageProcessing:
                                           "three values each")
         out = cls(kind, size_t, crop, int(resample),
                   float(get["rescale_factor"]) if get["do_rescale"] else None,
-                  mean if get["do_normalize"] else None, std if get["do_normalize"] else None)
+                  mean if get["do_normalize"] else None, std if get["do_normalize"] else None,
+                  bool(get["do_pad"]))
         if out.output_size is None:
             raise ImageProcessorError(f"preprocessor_config size={size!r} without a centre crop gives images of "
                                       "varying shape; the vision tower takes one square size")
@@ -144,10 +163,37 @@ class ImageProcessing:
                "do_normalize": self.image_mean is not None,
                "image_mean": list(self.image_mean or (0.0, 0.0, 0.0)),
                "image_std": list(self.image_std or (1.0, 1.0, 1.0))}
-        if self.kind == "clip":
+        if self.kind in ("clip", "llava"):
             out["do_center_crop"] = self.crop_size is not None
             out["crop_size"] = dict(zip(("height", "width"), self.crop_size or self.output_size))
+        if self.kind == "llava":
+            out["do_pad"] = self.pad_to_square
         return out
+
+    def with_aspect_ratio(self, image_aspect_ratio: Optional[str]) -> "ImageProcessing":
+        """These pixels under LLaVA's ``image_aspect_ratio`` (see the module docstring): "pad" -> the
+        ``LlavaImageProcessor`` with ``do_pad`` of the same fields; "resize" -> the processor that squashes
+        to the output size; "square" / None -> unchanged. Refuses, naming the value, what it cannot express."""
+        if image_aspect_ratio in (None, "square"):
+            if self.pad_to_square and image_aspect_ratio == "square":
+                raise ImageProcessorError("image_aspect_ratio='square' but preprocessor_config do_pad=True: "
+                                          "which one the model was trained with is ambiguous")
+            return self
+        if image_aspect_ratio not in ASPECT_RATIOS:
+            raise ImageProcessorError(f"image_aspect_ratio={image_aspect_ratio!r}: only {list(ASPECT_RATIOS)} are "
+                                      "reproduced (any-resolution tiling is image_grid_pinpoints)")
+        if image_aspect_ratio == "pad":
+            if self.image_mean is None:
+                raise ImageProcessorError("image_aspect_ratio='pad' needs the processor's image_mean (do_normalize)")
+            return replace(self, kind="llava", pad_to_square=True)
+        if self.pad_to_square:
+            raise ImageProcessorError("image_aspect_ratio='resize' but preprocessor_config do_pad=True")
+        h, w = self.output_size
+        if self.resized_shape(h, w) != (h, w):  # the processor would resize the squashed image again
+            raise ImageProcessorError(f"image_aspect_ratio='resize' squashes to {h}x{w}, which the processor "
+                                      f"(size={dict(self.size)!r}) resizes again: not reproduced")
+        # the squash (PIL's default filter, bicubic) is all the geometry; the processor's own resize is the identity
+        return replace(self, size=(("height", h), ("width", w)), crop_size=None, resample=PIL_BICUBIC)
 
     def hf_processor(self):
         """The transformers image processor object of these fields (PIL backend)."""
@@ -167,9 +213,11 @@ class ImageProcessing:
         return (new_long, new_short) if width <= height else (new_short, new_long)
 
     def pixels_uint8(self, image: np.ndarray) -> np.ndarray:
-        """Resize (PIL) and centre-crop one HxWx3 uint8 image; uint8 HxWx3."""
+        """Pad to a square (with `pad_to_square`), resize (PIL) and centre-crop one HxWx3 uint8 image; uint8 HxWx3."""
         from PIL import Image
 
+        if self.pad_to_square:
+            image = expand_to_square(image, tuple(int(x * 255) for x in self.image_mean))
         h, w = self.resized_shape(image.shape[0], image.shape[1])
         image = np.asarray(Image.fromarray(image, "RGB").resize((w, h), resample=self.resample), dtype=np.uint8)
         if self.crop_size is not None:
@@ -195,6 +243,20 @@ class ImageProcessing:
         return torch.from_numpy(np.ascontiguousarray(x))
 
 
+def expand_to_square(image: np.ndarray, color: tuple) -> np.ndarray:
+    """LLaVA's ``expand2square``: the HxWx3 uint8 image centred on a square of its longer side filled with
+    `color` (the odd pixel of the margin at the bottom / right)."""
+    h, w = image.shape[:2]
+    if h == w:
+        return image
+    side = max(h, w)
+    canvas = np.empty((side, side, 3), dtype=np.uint8)
+    canvas[:] = np.asarray(color, dtype=np.uint8)
+    top, left = (side - h) // 2, (side - w) // 2
+    canvas[top:top + h, left:left + w] = image
+    return canvas
+
+
 def _center_crop(image: np.ndarray, ch: int, cw: int) -> np.ndarray:
     """transformers' ``center_crop``: top/left = (size - crop) // 2, zero padding where the image is smaller."""
     h, w = image.shape[:2]
@@ -217,6 +279,11 @@ def _hf_class(kind: str):
             from transformers import CLIPImageProcessorPil as cls
         except ImportError:  # transformers 4.x: the slow processor is the PIL one
             from transformers import CLIPImageProcessor as cls
+    elif kind == "llava":
+        try:
+            from transformers import LlavaImageProcessorPil as cls
+        except ImportError:
+            from transformers import LlavaImageProcessor as cls
     else:
         try:
             from transformers import SiglipImageProcessorPil as cls
