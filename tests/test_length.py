@@ -1,7 +1,7 @@
 """The one length-fitting rule (data/length.py) and its three users agree."""
 import numpy as np
 
-from megatron_sicog.data.length import fit_prefix
+from megatron_sicog.data.length import expanded_length, fit_prefix
 
 IMG = 9
 
@@ -19,6 +19,7 @@ def test_fit_prefix_is_the_longest_fitting_prefix():
         assert _expanded(toks[:keep], k) <= limit
         assert keep == len(toks) or _expanded(toks[:keep + 1], k) > limit
         assert n_img == int((toks[:keep] == IMG).sum())
+        assert expanded_length(len(toks), int((toks == IMG).sum()), k) == _expanded(toks, k)
     assert fit_prefix([1, 2, 3], 2, None, 4) == (2, 0)
 
 

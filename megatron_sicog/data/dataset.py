@@ -35,7 +35,7 @@ from megatron.core.datasets.megatron_dataset import MegatronDataset
 from megatron.core.datasets.utils import Split, get_blend_from_list
 
 from .indexed import SampleReader
-from .length import fit_prefix
+from .length import expanded_length, fit_prefix
 
 logger = logging.getLogger(__name__)
 
@@ -48,11 +48,6 @@ class SICOGDatasetConfig(BlendedMegatronDatasetConfig):
     image_seq_length: int = 1          # tokens per image after the trainer expands it
     image_token_id: Optional[int] = None
     decode_images: bool = True         # False: "images" holds the stored bytes
-
-
-def effective_lengths(reader: SampleReader, image_seq_length: int) -> np.ndarray:
-    """Per-document length once images are expanded."""
-    return reader.num_tokens + reader.num_images * (image_seq_length - 1)
 
 
 def pack_greedy(order: np.ndarray, lengths: np.ndarray, capacity: int) -> np.ndarray:
@@ -76,7 +71,7 @@ def pack_greedy(order: np.ndarray, lengths: np.ndarray, capacity: int) -> np.nda
 def truncate_sample(sample: dict, limit: int, image_seq_length: int, image_token_id: Optional[int]) -> dict:
     """Cut a sample to `limit` expanded tokens (`length.fit_prefix`)."""
     tokens, images = sample["tokens"], sample["images"]
-    if len(tokens) + (image_seq_length - 1) * len(images) <= limit:
+    if expanded_length(len(tokens), len(images), image_seq_length) <= limit:
         return sample
     if images and image_token_id is None:
         raise ValueError("a sample with images is longer than sequence_length: "
@@ -96,7 +91,7 @@ class SICOGDataset(MegatronDataset):
         if len(indices) == 0 and num_samples:
             raise ValueError(f"{dataset_path}: the {index_split.name} split has no documents but "
                              f"{num_samples} samples were requested (check --split)")
-        self.lengths = effective_lengths(dataset, config.image_seq_length)
+        self.lengths = expanded_length(dataset.num_tokens, dataset.num_images, config.image_seq_length)
         seed_parts = [config.random_seed, zlib.crc32(Path(dataset_path).name.encode()), index_split.value]
         target = num_samples if num_samples else None
         orders, bounds, n_seq, epoch = [], [], 0, 0

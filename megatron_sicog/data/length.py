@@ -1,7 +1,8 @@
 """Fitting a sample to a sequence length once its images are expanded: the one rule.
 
 A sample's token ids are UNEXPANDED (one image-token id per image); the
-model sees each image as ``image_seq_length`` positions. `fit_prefix` gives
+model sees each image as ``image_seq_length`` positions: `expanded_length`
+counts them. `fit_prefix` gives
 the longest prefix whose expanded length fits ``limit`` and how many images
 it keeps — an image whose run would be cut is dropped with its token and
 everything after it, so positions and image features always agree. The
@@ -13,6 +14,11 @@ from __future__ import annotations
 from typing import Optional, Sequence, Union
 
 import numpy as np
+
+
+def expanded_length(num_tokens, num_images, image_seq_length: int):
+    """Positions of a sample (or of arrays of them) once each image token becomes `image_seq_length`."""
+    return num_tokens + num_images * (image_seq_length - 1)
 
 
 def fit_prefix(tokens: Union[Sequence[int], np.ndarray], limit: int, image_token_id: Optional[int],

@@ -42,7 +42,7 @@ from ..io import RecordError, iter_records, loads
 from ..records import error_record
 from .chat_template import _IMAGE, plan_conversation, plan_text, encode_plans_spans
 from .image import encode_image_bytes, resize_image
-from .length import fit_prefix
+from .length import expanded_length, fit_prefix
 from .indexed import MODE_IMAGE, MODE_TEXT, max_tokens_for, pack_bytes, token_dtype
 from .tokenizer import build_tokenizer
 
@@ -201,8 +201,7 @@ def _dtype_limit(dtype) -> int:
 def _fit(cfg: ConvertConfig, ids: list, spans: list, images: list, image_id: Optional[int]):
     """Apply --seq-length / the dtype limit; returns (ids, spans, images, truncated)."""
     limit = _dtype_limit(cfg.dtype)
-    extra = cfg.image_seq_length - 1
-    length = len(ids) + extra * len(images)
+    length = expanded_length(len(ids), len(images), cfg.image_seq_length)
     if cfg.seq_length is not None:
         limit = min(limit, cfg.seq_length)
     if length <= limit:
