@@ -435,15 +435,21 @@ def test_train_removes_unfinished_saves_of_killed_runs(trained, tmp_path):
     assert "unfinished save of a killed run" in out + err
 
 
-def test_every_tool_writes_errors_in_one_shape(corpus, tmp_path):
-    """preprocess and curation error files: exactly {"file", "line", "id", "reason"}."""
+def test_every_tool_writes_errors_in_one_shape(corpus, setup, tmp_path):  # noqa: F811
+    """generation, preprocess and curation error files: exactly {"file", "line", "id", "reason"}."""
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "a", "task": "caption"}\n{"broken\n' + corpus["records"].read_text())
     rc, _, err, _ = tool("curate", *curate_args(bad, tmp_path / "c.jsonl"))
     assert rc == 0, err
     rc, _, err, _ = tool("preprocess_data", *pre_args(corpus, bad, tmp_path / "ds"))
     assert rc == 0, err
-    for name in ("c.errors.jsonl", "ds.errors.jsonl"):
+    gen_bad = tmp_path / "gen_bad.jsonl"  # no image for cod, then a broken line: nothing to generate
+    gen_bad.write_text('{"id": "a", "task": "caption"}\n{"broken\n')
+    rc, _, err, _ = tool("generate_candidates", "--load", setup["ckpt"], "--image-root", setup["image_root"],
+                         "--output", tmp_path / "g.jsonl", "--mode", "cod", "--num-candidates", "1",
+                         "--no-progress", "--input", gen_bad)
+    assert rc == 0, err
+    for name in ("c.errors.jsonl", "ds.errors.jsonl", "g.jsonl.errors.jsonl"):
         rows = [json.loads(x) for x in (tmp_path / name).read_text().splitlines()]
         assert rows and [e["line"] for e in rows[:2]] == [1, 2], rows
         for e in rows:
