@@ -105,16 +105,12 @@ class SampleWriter:
     def add_documents(self, flat: np.ndarray, item_lengths: Sequence[int], item_modes: Sequence[int],
                       items_per_doc: Sequence[int]) -> None:
         """Append many documents at once: `flat` is all their items concatenated."""
-        b = self.builder
+        from megatron_sicog.mcore_compat import builder_append_documents
+
         flat = np.ascontiguousarray(flat, dtype=self.dtype)
         if int(np.sum(item_lengths, dtype=np.int64)) != flat.size or len(item_lengths) != len(item_modes):
             raise ValueError("add_documents: item lengths do not cover the data")
-        b.data_file.write(memoryview(flat).cast("B"))
-        start = len(b.sequence_lengths)
-        b.sequence_lengths.extend(int(n) for n in item_lengths)
-        b.sequence_modes.extend(int(m) for m in item_modes)
-        ends = start + np.cumsum(items_per_doc, dtype=np.int64)
-        b.document_indices.extend(int(e) for e in ends)
+        builder_append_documents(self.builder, flat, item_lengths, item_modes, items_per_doc)
         self.num_docs += len(items_per_doc)
         self.nbytes += flat.nbytes
 
@@ -130,8 +126,9 @@ class SampleWriter:
             self.builder.finalize(self._tmp_prefix + ".idx")
             self._publish()
         else:
-            with contextlib.suppress(Exception):
-                self.builder.data_file.close()
+            from megatron_sicog.mcore_compat import builder_abort
+
+            builder_abort(self.builder)
         self._cleanup()
 
     def _publish(self) -> None:
