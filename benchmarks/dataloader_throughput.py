@@ -114,7 +114,8 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     records, root = make_corpus(work, args.records, args.source_size, args.seed)
     model = str(make_sentencepiece(toy_texts(3000, seed=args.seed), work / "sp", 1000))
-    variants = {"source bytes": [], f"--image-size {args.image_size}": ["--image-size", str(args.image_size)]}
+    variants = {"source bytes": [],
+                f"--image-size {args.image_size}": ["--image-processor", "clip", "--image-size", str(args.image_size)]}
     datasets = {}
     for name, extra in variants.items():
         prefix = work / ("ds_" + ("src" if not extra else "px"))

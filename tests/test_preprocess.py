@@ -7,9 +7,9 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from megatron_sicog.data.image import resize_image
 from megatron_sicog.data.tokenizer import build_tokenizer
 from megatron_sicog.data.toy import make_records, make_sentencepiece, toy_texts
 from tests.helpers import REPO, load_tool
@@ -108,21 +108,72 @@ def test_round_trip_hf_llama3(corpus, tmp_path):
         assert [tok.detokenize(r) for r in _mask_runs(s["tokens"], s["loss_mask"])] == replies
 
 
-def test_pixels_and_workers_and_json_list(sp_model, corpus, tmp_path):
-    """--image-size stores resized pixels; output bytes do not depend on --workers or input format."""
+def _stored_and_source_images(prefix, recs, root):
+    """(stored HxWx3 arrays, source arrays) of every record with an image, in order."""
+    from megatron_sicog.data.image import decode_image
     from megatron_sicog.data.indexed import SampleReader
+
+    reader = SampleReader(prefix)
+    pairs = [(decode_image(reader.read(i)["images"][0]), np.asarray(Image.open(root / r["image"]).convert("RGB")))
+             for i, r in enumerate(recs) if "image" in r]
+    assert any(src.shape[0] != src.shape[1] for _, src in pairs)  # the corpus has non-square images
+    return [a for a, _ in pairs], [b for _, b in pairs]
+
+
+def test_pixels_and_workers_and_json_list(sp_model, corpus, tmp_path):
+    """--image-processor clip --image-size 16 stores the CLIP processor's 16 x 16 view: the trainer's
+    processor on it gives CLIPImageProcessor's pixels of the non-square source; output bytes do not depend on
+    --workers or input format."""
+    from megatron_sicog.data.image_processing import ImageProcessing
+    from tests.test_image_processing import _hf_pixels
 
     path, root = corpus
     recs = _records(path)
     json_list = tmp_path / "records.json"
     json_list.write_text(json.dumps(recs))
-    assert _run(sp_model, [path], tmp_path / "a", "--workers", "0", "--image-size", "16", image_root=root) == 0
-    assert _run(sp_model, [json_list], tmp_path / "b", "--workers", "2", "--image-size", "16", image_root=root) == 0
+    px = ["--image-processor", "clip", "--image-size", "16"]
+    assert _run(sp_model, [path], tmp_path / "a", "--workers", "0", *px, image_root=root) == 0
+    assert _run(sp_model, [json_list], tmp_path / "b", "--workers", "2", *px, image_root=root) == 0
     for ext in (".bin", ".idx"):
         assert (tmp_path / f"a{ext}").read_bytes() == (tmp_path / f"b{ext}").read_bytes()
-    reader = SampleReader(tmp_path / "a")
-    src = np.asarray(Image.open(root / recs[0]["image"]).convert("RGB"))
-    assert np.array_equal(reader.read(0)["images"][0], resize_image(src, 16))
+    stored, sources = _stored_and_source_images(tmp_path / "a", recs, root)
+    clip = ImageProcessing.family_default("clip", 16)
+    assert all(a.shape == (16, 16, 3) for a in stored)
+    assert torch.equal(clip(stored), _hf_pixels(clip.hf_processor(), sources))
+
+
+def test_pixels_of_a_checkpoints_padding_processor(sp_model, corpus, tmp_path, capsys):
+    """--image-processor CKPT: a checkpoint recording LLaVA-1.5's pad stores what its trainer's processor
+    turns into LLaVA-1.5's pixels (expand2square with the mean colour, then CLIP); a wrong --image-size, or
+    --image-size alone, is refused."""
+    from dataclasses import replace
+
+    from megatron_sicog.data.image_processing import ImageProcessing, for_vision
+    from megatron_sicog.guards import UsageError
+    from megatron_sicog.model.presets import PRESETS
+    from megatron_sicog.training.checkpointing import build_meta
+    from tests.test_image_processing import _llava15_pixels
+
+    size = PRESETS["tiny"].vision.image_size
+    pad = ImageProcessing.family_default("clip", size).with_aspect_ratio("pad")
+    args = PRESETS["tiny"].replace(vision=replace(PRESETS["tiny"].vision, image_processor=pad.to_hf()))
+    ckpt = tmp_path / "ckpt"
+    (ckpt / "iter_0000000").mkdir(parents=True)
+    (ckpt / "iter_0000000" / "meta.json").write_text(json.dumps(build_meta(args, 1, 1, 0)))
+    (ckpt / "latest_checkpointed_iteration.txt").write_text("0\n")
+    path, root = corpus
+    recs = _records(path)
+    assert _run(sp_model, [path], tmp_path / "p", "--workers", "0", "--image-processor", ckpt,
+                image_root=root) == 0
+    stored, sources = _stored_and_source_images(tmp_path / "p", recs, root)
+    want = _llava15_pixels(ImageProcessing.family_default("clip", size).hf_processor(), sources, "pad")
+    assert torch.equal(for_vision(args.vision)(stored), want)
+
+    with pytest.raises(UsageError, match=f"--image-size 16, but the processor of {ckpt} gives {size}x{size}"):
+        _run(sp_model, [path], tmp_path / "q", "--image-processor", ckpt, "--image-size", "16", image_root=root)
+    with pytest.raises(SystemExit):
+        _run(sp_model, [path], tmp_path / "r", "--image-size", "16", image_root=root)
+    assert "name it with --image-processor" in capsys.readouterr().err
 
 
 def test_chunked_write_equals_builder_add_item(tmp_path):

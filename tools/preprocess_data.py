@@ -13,9 +13,15 @@ item per image; layout in `megatron_sicog/data/indexed.py`; megatron-core's
 Images: by default the source file's encoded bytes are stored as they are —
 lossless with respect to the source, about 10x smaller than raw pixels for
 JPEGs, and the resolution stays a training-time choice (the vision encoder's
-input size may change between SICOG generations). ``--image-size S`` stores
-SxS raw RGB pixels instead (bicubic, as PPM): more disk, no decode/resize in the
-data loader. Every image is fully decoded once here, so a broken file is a
+input size may change between SICOG generations). ``--image-processor
+CKPT|clip|siglip [--image-size S]`` stores instead the S x S uint8 view that
+processor makes (CKPT: the checkpoint the data will train, with its recorded
+processor and aspect ratio; clip / siglip: the family's at S), as raw RGB (PPM),
+after its pad / resize / crop and before rescale and normalisation: more disk, no
+decode/resize in the data loader, and the trainer's processor leaves those pixels
+unchanged, so a non-square image trains on exactly what the HF processor makes of
+its source (`data.preprocess.stored_processing`). Data stored for one processor
+is for models with that processor. Every image is fully decoded once here, so a broken file is a
 skipped record now rather than a crash in training.
 
 Errors: ``--on-error skip`` (default) skips and lists bad records;
@@ -59,6 +65,7 @@ from megatron_sicog.data.preprocess import (
     input_chunks,
     prepare,
     shard_input_bytes,
+    stored_processing,
 )
 from megatron_sicog.data.tokenizer import TOKENIZER_TYPES
 from megatron_sicog.guards import (add_debug_flag, add_image_root_flags, add_overwrite_flag,
@@ -87,8 +94,11 @@ def get_args(argv=None) -> argparse.Namespace:
     g.add_argument("--overlong", choices=["truncate", "drop"], default="truncate")
     g.add_argument("--preference", action="store_true",
                    help="records are DPO preference pairs (chosen / rejected): two documents each")
+    g.add_argument("--image-processor", default=None,
+                   help="store the S x S pixels this processor makes instead of the source bytes: a checkpoint "
+                        "directory (its model's processor) or clip / siglip (the family's at --image-size)")
     g.add_argument("--image-size", type=int, default=None,
-                   help="store SxS raw pixels instead of the source bytes (default: source bytes)")
+                   help="with --image-processor: the side S (with a checkpoint, checked against its processor)")
     g = ap.add_argument_group("output data")
     g.add_argument("--output-prefix", required=True, help="writes <prefix>.bin/.idx/.errors.jsonl")
     add_overwrite_flag(g)
@@ -114,6 +124,9 @@ def get_args(argv=None) -> argparse.Namespace:
         ap.error(f"--shard-index {args.shard_index} must be in [0, --num-shards {args.num_shards})")
     if args.workers < 0 or args.chunk_size < 1:
         ap.error("--workers must be >= 0 and --chunk-size >= 1")
+    if args.image_size is not None and args.image_processor is None:
+        ap.error("--image-size stores the pixels of one image processor: name it with --image-processor "
+                 "(the checkpoint to train, or clip / siglip); without both, the source bytes are stored")
     return args
 
 
@@ -158,7 +171,9 @@ def run(args: argparse.Namespace) -> dict:
         tokenizer_type=args.tokenizer_type, tokenizer_model=args.tokenizer_model,
         chat_template=args.chat_template, system=args.system, image_root=args.image_root,
         allow_outside_image_root=args.allow_outside_image_root,
-        image_size=args.image_size, seq_length=args.seq_length, overlong=args.overlong,
+        image_processing=(stored_processing(args.image_processor, args.image_size)
+                          if args.image_processor else None),
+        seq_length=args.seq_length, overlong=args.overlong,
         image_seq_length=args.image_seq_length, preference=args.preference))
     tasks = (t for p in args.input
              for t in input_chunks(p, args.chunk_size, args.shard_index, args.num_shards))

@@ -3,8 +3,7 @@
 * `load_image(path)` -> RGB ``PIL.Image`` (raises ValueError naming the file);
 * `encode_image_bytes(image, format)` -> encoded bytes (PNG/JPEG, or PPM: raw
   pixels behind a 15-byte header, what the converter stores with ``--image-size``);
-* `decode_image(bytes | array)` -> ``np.uint8`` HxWx3;
-* `resize_image(array, size)` -> SxS bicubic, ``np.uint8``.
+* `decode_image(bytes | array)` -> ``np.uint8`` HxWx3.
 
 The model's preprocessing (resize, crop, mean/std of its vision family's HF
 processor) is `image_processing.for_vision(vision_args)`.
@@ -56,11 +55,4 @@ def decode_image(data: Union[bytes, bytearray, memoryview, np.ndarray]) -> np.nd
             return np.asarray(im.convert("RGB"), dtype=np.uint8)
     except Exception as e:  # noqa: BLE001
         raise ValueError(f"cannot decode image bytes ({len(data)} bytes): {e}") from None
-
-
-def resize_image(image: np.ndarray, size: int) -> np.ndarray:
-    """Bicubic resize of an HxWx3 uint8 array to size x size."""
-    if image.shape[0] == size and image.shape[1] == size:
-        return image
-    return np.asarray(Image.fromarray(image, "RGB").resize((size, size), Image.BICUBIC), dtype=np.uint8)
 

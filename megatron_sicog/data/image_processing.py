@@ -69,6 +69,14 @@ class ImageProcessing:
     pad_to_square: bool = False       # LlavaImageProcessor do_pad: expand to a square with the mean colour
 
     @property
+    def keeps_its_output(self) -> bool:
+        """True when these pixels, processed again, come out unchanged: the resize of an output-sized image
+        is the identity (PIL returns a copy), so is the crop, a square needs no pad. What storing the
+        processed view (`tools/preprocess_data.py --image-size`) and the 'resize' aspect ratio rely on."""
+        size = self.output_size
+        return size is not None and self.resized_shape(*size) == tuple(size)
+
+    @property
     def output_size(self) -> Optional[tuple[int, int]]:
         """(H, W) of every output, or None when it depends on the image (shortest edge, no crop)."""
         if self.crop_size is not None:
@@ -189,7 +197,7 @@ class ImageProcessing:
         if self.pad_to_square:
             raise ImageProcessorError("image_aspect_ratio='resize' but preprocessor_config do_pad=True")
         h, w = self.output_size
-        if self.resized_shape(h, w) != (h, w):  # the processor would resize the squashed image again
+        if not self.keeps_its_output:  # the processor would resize the squashed image again
             raise ImageProcessorError(f"image_aspect_ratio='resize' squashes to {h}x{w}, which the processor "
                                       f"(size={dict(self.size)!r}) resizes again: not reproduced")
         # the squash (PIL's default filter, bicubic) is all the geometry; the processor's own resize is the identity

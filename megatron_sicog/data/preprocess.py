@@ -37,11 +37,12 @@ from typing import Iterator, Optional, Union
 
 import numpy as np
 
-from ..guards import confined_path
+from ..guards import UsageError, confined_path
 from ..io import RecordError, iter_records, loads
 from ..records import error_record
 from .chat_template import _IMAGE, plan_conversation, plan_text, encode_plans_spans
-from .image import encode_image_bytes, resize_image
+from .image import encode_image_bytes
+from .image_processing import ImageProcessing
 from .length import expanded_length, fit_prefix
 from .indexed import MODE_IMAGE, MODE_TEXT, max_tokens_for, pack_bytes, token_dtype
 from .tokenizer import build_tokenizer
@@ -57,7 +58,8 @@ class ConvertConfig:
     system: Optional[str] = None
     image_root: Optional[str] = None
     allow_outside_image_root: bool = False  # image paths may be absolute or leave image_root
-    image_size: Optional[int] = None   # None: keep the source bytes; S: store SxS raw pixels (PPM)
+    # None: keep the source bytes; else store the uint8 view this processor makes (PPM), see `stored_processing`
+    image_processing: Optional[ImageProcessing] = None
     seq_length: Optional[int] = None
     overlong: str = "truncate"         # or "drop"
     image_seq_length: int = 1          # tokens one image occupies after the trainer expands it
@@ -135,14 +137,51 @@ def _load_image_bytes(cfg: ConvertConfig, rel: str) -> bytes:
 
         with Image.open(io.BytesIO(data)) as im:
             im.load()  # full decode: a truncated file fails here, not in training
-            if cfg.image_size is None:
+            if cfg.image_processing is None:
                 return data
             arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
     except Image.UnidentifiedImageError:
         raise RecordSkip(f"unreadable image {path}: not a recognised image format") from None
     except Exception as e:  # noqa: BLE001 - PIL raises many kinds
         raise RecordSkip(f"unreadable image {path}: {type(e).__name__}: {e}") from None
-    return encode_image_bytes(resize_image(arr, cfg.image_size), "PPM")
+    return encode_image_bytes(cfg.image_processing.pixels_uint8(arr), "PPM")
+
+
+def stored_processing(spec: str, image_size: Optional[int] = None) -> ImageProcessing:
+    """The processor whose pixels ``--image-size`` stores: `spec` is a checkpoint of this project (its model's
+    processor: recorded, padded or its family's; `data.image_processing.for_vision`) or a family name
+    (``clip`` / ``siglip``, the family's processor at `image_size`).
+
+    Stored are the uint8 pixels after the processor's pad / resize / crop, before rescale and normalisation;
+    the trainer's processor leaves them unchanged (`ImageProcessing.keeps_its_output`), so a non-square image
+    trains on the pixels the HF processor gives its source. Refused (UsageError): a processor that would
+    change its own output, a size other than `image_size`, a tiling model (its tiles need the whole image).
+    """
+    from pathlib import Path
+
+    if spec in ("clip", "siglip"):
+        if image_size is None:
+            raise UsageError(f"--image-processor {spec} needs --image-size")
+        proc = ImageProcessing.family_default(spec, image_size)
+    elif Path(spec).is_dir():
+        from ..training.checkpointing import model_args_from_dict, read_meta
+        from .image_processing import for_vision
+        from .tiling import tiling_for
+
+        vision = model_args_from_dict(read_meta(spec)["model_args"]).vision
+        if tiling_for(vision) is not None:
+            raise UsageError(f"--image-processor {spec}: the model tiles its images (image_grid_pinpoints); the "
+                             "tiles need the whole image: store the source bytes (no --image-size)")
+        proc = for_vision(vision)
+    else:
+        raise UsageError(f"--image-processor {spec}: neither clip, siglip nor a checkpoint directory")
+    if image_size is not None and proc.output_size != (image_size, image_size):
+        raise UsageError(f"--image-size {image_size}, but the processor of {spec} gives {proc.output_size[0]}x"
+                         f"{proc.output_size[1]} pixels")
+    if not proc.keeps_its_output:
+        raise UsageError(f"--image-processor {spec}: its processor (size={dict(proc.size)!r}) would "
+                                  "resize its own output again; store the source bytes (no --image-size)")
+    return proc
 
 
 def _preference_turns(rec: dict) -> list[list[dict]]:
