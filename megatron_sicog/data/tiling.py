@@ -210,3 +210,13 @@ def tiling_for(vision) -> Optional[Tiling]:
         return None
     return Tiling(for_vision(vision), tuple(tuple(p) for p in pins), vision.patch_size,
                   getattr(vision, "use_thumbnail", True))
+
+
+def geometry_for(vision) -> Optional[Tiling]:
+    """A `Tiling` of these `VisionArgs` for grids and token counts only (what the model packs by): the
+    family's processor stands in for the recorded one, which decides pixels, not shapes."""
+    pins = getattr(vision, "image_grid_pinpoints", None)
+    if not pins:
+        return None
+    return Tiling(ImageProcessing.family_default(vision.family, vision.image_size), tuple(tuple(p) for p in pins),
+                  vision.patch_size, getattr(vision, "use_thumbnail", True))

@@ -4,7 +4,11 @@ Image tokens: the batch builder (`model/batch.py`) expands each ``<image>``
 token into ``num_image_tokens`` copies of the image-token id and shifts labels and
 loss mask with it; here the embeddings at those positions are replaced by the
 projected patch features, image by image in batch order (the same convention
-as Hugging Face ``LlavaForConditionalGeneration``).
+as Hugging Face ``LlavaForConditionalGeneration``). With any-resolution tiling
+(``vision.image_grid_pinpoints``, `data.tiling`) an image is several views and
+``image_sizes`` says each image's (height, width): its views' features are packed
+(`model.anyres`: unpadding, the learned ``image_newline`` after every row) into
+``Tiling.num_tokens`` vectors, as ``LlavaNextForConditionalGeneration`` does.
 
 Pipeline parallel: the first stage holds the vision encoder, projector and
 token embedding; every stage holds its share of LM layers; the last holds the
@@ -21,7 +25,9 @@ from megatron.core.models.gpt import GPTModel
 from megatron.core.models.vision.multimodal_projector import MultimodalProjector
 from megatron.core.transformer.module import MegatronModule
 
+from megatron_sicog.data.tiling import geometry_for
 from megatron_sicog.model import config as mcfg
+from megatron_sicog.model.anyres import pack_image_features
 from megatron_sicog.model.presets import ModelArgs, padded_vocab_size, validate
 from megatron_sicog.model.vision import VisionEncoder
 
@@ -44,6 +50,11 @@ class SicogModel(MegatronModule):
             args.language.vocab_size, args.language.make_vocab_size_divisible_by, tp)
         self.vision: Optional[VisionEncoder] = None
         self.projector: Optional[MultimodalProjector] = None
+        self.tiling = geometry_for(args.vision)
+        self.image_newline: Optional[torch.nn.Parameter] = None
+        if pre_process and self.tiling is not None:
+            h = args.language.hidden_size  # LLaVA-NeXT's init: normal with std 1/sqrt(hidden)
+            self.image_newline = torch.nn.Parameter(torch.randn(h, dtype=params_dtype) / h ** 0.5)
         if pre_process:
             self.vision = VisionEncoder(mcfg.vision_config(args, tp, params_dtype),
                                         mcfg.vision_layer_spec(args), args.vision)
@@ -88,12 +99,14 @@ class SicogModel(MegatronModule):
 
     # -- forward -----------------------------------------------------------
     def embed(self, input_ids: torch.Tensor, position_ids: torch.Tensor,
-              images: Optional[torch.Tensor]) -> torch.Tensor:
+              images: Optional[torch.Tensor], image_sizes: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Token embeddings with image features spliced in: [s, b, h]."""
         emb = self.language_model.embedding(input_ids=input_ids, position_ids=position_ids)
         is_image = input_ids == self.image_token_id
         n_slots = int(is_image.sum())
         n_images = 0 if images is None else images.shape[0]
+        if self.tiling is not None and n_images:
+            return self._splice(emb, is_image, self._tiled_features(images, image_sizes, n_slots))
         if n_slots != n_images * self.num_image_tokens:
             raise ValueError(
                 f"batch has {n_slots} image-token positions but {n_images} images x "
@@ -101,14 +114,31 @@ class SicogModel(MegatronModule):
         if n_images == 0:
             return emb
         feats = self.projector(self.vision(images))  # [n, P, h]
+        return self._splice(emb, is_image, feats.reshape(-1, feats.shape[-1]))
+
+    def _tiled_features(self, views: torch.Tensor, image_sizes: Optional[torch.Tensor], n_slots: int):
+        """[n_slots, h]: the packed features of every tiled image, image after image."""
+        if image_sizes is None:
+            raise ValueError("a tiled model needs image_sizes (height, width) with its image views")
+        feats = pack_image_features(self.projector(self.vision(views)), image_sizes, self.tiling,
+                                    self.image_newline)
+        n = sum(f.shape[0] for f in feats)
+        if n != n_slots:
+            raise ValueError(f"batch has {n_slots} image-token positions but its {len(feats)} tiled images "
+                             f"pack into {n} features ({[f.shape[0] for f in feats]})")
+        return torch.cat(feats)
+
+    @staticmethod
+    def _splice(emb: torch.Tensor, is_image: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
         emb = emb.transpose(0, 1).clone()  # [b, s, h]: batch-major order of image slots
-        emb[is_image] = feats.reshape(-1, feats.shape[-1]).to(emb.dtype)
+        emb[is_image] = feats.to(emb.dtype)
         return emb.transpose(0, 1).contiguous()
 
     def forward(self, input_ids: torch.Tensor, position_ids: Optional[torch.Tensor] = None,
                 attention_mask: Optional[torch.Tensor] = None, images: Optional[torch.Tensor] = None,
                 labels: Optional[torch.Tensor] = None, inference_context=None,
-                runtime_gather_output: Optional[bool] = None) -> torch.Tensor:
+                runtime_gather_output: Optional[bool] = None,
+                image_sizes: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Logits [b, s, vocab(/tp)] without labels; per-token loss [b, s] with labels.
 
         On pipeline stages after the first, input_ids/images are ignored (the
@@ -119,7 +149,7 @@ class SicogModel(MegatronModule):
             position_ids = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
         decoder_input = None
         if self.pre_process:
-            decoder_input = self.embed(input_ids, position_ids, images)
+            decoder_input = self.embed(input_ids, position_ids, images, image_sizes)
         return self.language_model(
             input_ids=None, position_ids=None, attention_mask=attention_mask,
             decoder_input=decoder_input, labels=labels, inference_context=inference_context,

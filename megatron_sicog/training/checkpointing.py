@@ -329,7 +329,7 @@ def write_from_canonical(full: dict, args: ModelArgs, save_dir: str | Path, tp: 
             if m:
                 if offset <= int(m.group(1)) < offset + per_stage:
                     stage_keys.append(gkey)
-            elif gkey.startswith(("vision.", "projector.", "language_model.embedding.")):
+            elif gkey.startswith(("vision.", "projector.", "image_newline", "language_model.embedding.")):
                 if first:
                     stage_keys.append(gkey)
             elif gkey.startswith(("language_model.output_layer.", "language_model.decoder.final_layernorm.")):

@@ -27,5 +27,5 @@ def masked_lm_loss(loss_mask: torch.Tensor, output_tensor: torch.Tensor):
 def forward_step(data_iterator, model):
     batch: Batch = next(data_iterator).to(runtime.device())
     losses = model(batch.input_ids, batch.position_ids, batch.attention_mask,
-                   images=batch.images, labels=batch.labels)
+                   images=batch.images, labels=batch.labels, image_sizes=batch.image_sizes)
     return losses, partial(masked_lm_loss, batch.loss_mask)

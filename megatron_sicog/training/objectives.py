@@ -111,13 +111,13 @@ class DPOObjective:
     def reference_step(data_iterator, model):
         batch = next(data_iterator).to(runtime.device())
         out = model(batch.input_ids, batch.position_ids, batch.attention_mask,
-                    images=batch.images, labels=batch.labels)
+                    images=batch.images, labels=batch.labels, image_sizes=batch.image_sizes)
         return out, partial(_reference_loss, batch.loss_mask)
 
     def forward_step(self, data_iterator, model):
         batch = next(data_iterator).to(runtime.device())
         out = model(batch.input_ids, batch.position_ids, batch.attention_mask,
-                    images=batch.images, labels=batch.labels)
+                    images=batch.images, labels=batch.labels, image_sizes=batch.image_sizes)
         if not parallel_state.is_pipeline_last_stage():
             return out, None  # the schedule calls a loss function on the last stage only
         return out, partial(dpo_loss, batch.loss_mask, self._ref_logps.popleft(), self.beta)

@@ -182,12 +182,13 @@ class Trainer:
 
     def _collate_fn(self):
         from megatron_sicog.data.image_processing import for_vision
+        from megatron_sicog.data.tiling import tiling_for
 
         m = self.model_args
         pad = self.tokenizer.pad if self.tokenizer else 0
         return partial(collate, seq_length=self.args.seq_length, image_token_id=m.image_token_id,
                        num_image_tokens=m.vision.num_image_tokens, pad_id=pad,
-                       image_transform=for_vision(m.vision))
+                       image_transform=for_vision(m.vision), tiling=tiling_for(m.vision))
 
     def _build_data(self):
         a = self.args
