@@ -131,3 +131,37 @@ def megatron_logits(model, ids, images, vocab: int = VOCAB) -> torch.Tensor:
         pos = torch.arange(ids.shape[1]).expand_as(ids)
         out = model(ids, pos, causal_mask(*ids.shape), images=images, runtime_gather_output=True)
     return out[..., :vocab].float()
+
+
+PINPOINTS = [[32, 64], [64, 32], [64, 64], [96, 32], [32, 96]]  # LLaVA-NeXT's default grids at 32 px tiles
+
+
+def make_hf_llava_next(family: str, path: Path, seed: int = 0):
+    """A tiny random LLaVA-NeXT (the `family`'s towers, 32 px tiles, ``PINPOINTS``) saved with a tokenizer and
+    its ``LlavaNextImageProcessor`` config; returns the model (eager attention)."""
+    from transformers import LlavaNextConfig, LlavaNextForConditionalGeneration
+
+    from megatron_sicog.data.tiling import llava_next_processor_class
+
+    base = llava_config(family).to_dict()
+    base.pop("model_type", None)
+    base.pop("architectures", None)
+    cfg = LlavaNextConfig(**{k: base[k] for k in ("vision_config", "text_config", "image_token_index",
+                                                   "vision_feature_layer", "vision_feature_select_strategy",
+                                                   "tie_word_embeddings")},
+                          image_grid_pinpoints=PINPOINTS)
+    cfg._attn_implementation = "eager"
+    torch.manual_seed(seed)
+    model = LlavaNextForConditionalGeneration(cfg).eval()
+    randomize_(model, seed)
+    model.save_pretrained(str(path))
+    write_tokenizer(path)
+    size = cfg.vision_config.image_size
+    proc = llava_next_processor_class()(size={"shortest_edge": size}, crop_size={"height": size, "width": size},
+                                        image_grid_pinpoints=PINPOINTS)
+    if family == "siglip":
+        proc = llava_next_processor_class()(size={"height": size, "width": size}, do_center_crop=False,
+                                            image_mean=[0.5] * 3, image_std=[0.5] * 3,
+                                            image_grid_pinpoints=PINPOINTS)
+    proc.save_pretrained(str(path))
+    return model

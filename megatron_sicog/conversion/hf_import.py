@@ -90,6 +90,8 @@ def expected_hf_shapes(args: ModelArgs) -> dict[str, tuple[int, ...]]:
                         p + "self_attn.v_proj.bias": (kv,)})
     if lm.untie_embeddings_and_output_weights:
         out[hm.HEAD] = (lm.vocab_size, H)
+    if vis.image_grid_pinpoints:
+        out[hm.NEWLINE] = (H,)
     return out
 
 
@@ -173,13 +175,22 @@ def _image_token_from_tokenizer(path: Path) -> Optional[int]:
 
 def _image_processor_record(path: Path, args: ModelArgs, image_aspect_ratio: Optional[str] = None) -> Optional[dict]:
     """The reproducible ``preprocessor_config.json`` of `path` (else the family's processor) under LLaVA's
-    `image_aspect_ratio` (`ImageProcessing.with_aspect_ratio`), normalised; None when neither says anything."""
+    `image_aspect_ratio` (`ImageProcessing.with_aspect_ratio`), normalised; None when neither says anything.
+    A LLaVA-NeXT processor (tiled model) records its per-view fields; its ``image_grid_pinpoints`` must be
+    the model's."""
     from megatron_sicog.data.image_processing import ImageProcessing, ImageProcessorError, for_vision
+    from megatron_sicog.data.tiling import processing_from_llava_next
 
     f = path / "preprocessor_config.json"
     if not f.is_file() and image_aspect_ratio in (None, "square"):
         return None
     try:
+        if args.vision.image_grid_pinpoints and f.is_file():
+            processing, pins = processing_from_llava_next(json.loads(f.read_text()), args.vision.image_size)
+            if pins != [list(p) for p in args.vision.image_grid_pinpoints]:
+                raise ConversionError(f"{f}: image_grid_pinpoints {pins} differ from the model config's "
+                                      f"{args.vision.image_grid_pinpoints}")
+            return processing.to_hf()
         proc = (ImageProcessing.from_hf(json.loads(f.read_text()), args.vision.image_size) if f.is_file()
                 else for_vision(args.vision))
         return proc.with_aspect_ratio(image_aspect_ratio).to_hf()

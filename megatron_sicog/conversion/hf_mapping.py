@@ -21,6 +21,10 @@ Every canonical tensor is made by one `Rule` from one or more HF tensors:
 SigLIP towers (``siglip_vision_model``) have the same layer names as CLIP,
 a patch-embedding bias, no class embedding and no ``pre_layrnorm``.
 
+LLaVA-NeXT (``llava_next``, any-resolution tiling): the same tensors plus the learned
+``image_newline`` [hidden] (canonical ``image_newline``); ``image_grid_pinpoints`` becomes
+``VisionArgs.image_grid_pinpoints`` and comes back in the exported ``LlavaNextConfig``.
+
 Tied embeddings: the canonical form has no ``output_layer`` and HF has no
 ``lm_head`` on disk. The towers' ``post_layernorm`` (and SigLIP's pooling
 ``head``) are not used by LLaVA, which reads ``hidden_states[k]`` before the
@@ -38,6 +42,8 @@ from megatron_sicog.model.presets import LanguageArgs, ModelArgs, VisionArgs
 
 V, P, LM = "vision_tower.", "multi_modal_projector.", "language_model.model."
 HEAD = "language_model.lm_head.weight"
+NEWLINE = "image_newline"
+ARCHITECTURES = {"llava": "LlavaForConditionalGeneration", "llava_next": "LlavaNextForConditionalGeneration"}
 # HF tensors with no megatron counterpart (unused by LLaVA): see hf_only_shapes
 POST_LN = (V + "post_layernorm.weight", V + "post_layernorm.bias")
 SIGLIP_HEAD = V + "head."
@@ -132,6 +138,8 @@ def rules(args: ModelArgs) -> list[Rule]:
     for i, n in ((1, "linear_fc1"), (2, "linear_fc2")):
         for s in ("weight", "bias"):
             out.append(Rule(f"projector.encoder.{n}.{s}", (f"{P}linear_{i}.{s}",)))
+    if vis.image_grid_pinpoints:
+        out.append(Rule("image_newline", (NEWLINE,)))
     out.append(Rule("language_model.embedding.word_embeddings.weight", (LM + "embed_tokens.weight",)))
     for i in range(lm.num_layers):
         m, h = f"language_model.decoder.layers.{i}.", f"{LM}layers.{i}."
@@ -316,10 +324,11 @@ def vision_args_from_hf(vision_cfg, feature_layer: int, feature_select: str = "d
 
 
 def model_args_from_llava(cfg, make_vocab_size_divisible_by: int = 128) -> ModelArgs:
-    """ModelArgs of a ``LlavaConfig`` (transformers object)."""
-    if _get(cfg, "model_type") != "llava":
-        raise ConversionError(f"unknown architecture {_get(cfg, 'model_type')!r}: expected a 'llava' config "
-                              "(LlavaForConditionalGeneration); use --vision-path/--language-path for parts")
+    """ModelArgs of a ``LlavaConfig`` or ``LlavaNextConfig`` (transformers object)."""
+    if _get(cfg, "model_type") not in ARCHITECTURES:
+        raise ConversionError(f"unknown architecture {_get(cfg, 'model_type')!r}: expected a 'llava' or "
+                              "'llava_next' config (LlavaForConditionalGeneration, LlavaNextForConditionalGeneration);"
+                              " use --vision-path/--language-path for parts")
     problems = []
     strategy = _get(cfg, "vision_feature_select_strategy")
     if strategy not in ("default", "full"):
@@ -337,8 +346,12 @@ def model_args_from_llava(cfg, make_vocab_size_divisible_by: int = 128) -> Model
     text = _get(cfg, "text_config")
     tie = _get(cfg, "tie_word_embeddings", None)
     tie = _get(text, "tie_word_embeddings", False) if tie is None else tie
+    vision = vision_args_from_hf(_get(cfg, "vision_config"), fl, strategy)
+    if _get(cfg, "model_type") == "llava_next":
+        vision.image_grid_pinpoints = [[int(h), int(w)] for h, w in _get(cfg, "image_grid_pinpoints")]
+        vision.use_thumbnail = True
     return ModelArgs(language=language_args_from_hf(text, make_vocab_size_divisible_by, tie),
-                     vision=vision_args_from_hf(_get(cfg, "vision_config"), fl, strategy),
+                     vision=vision,
                      image_token_id=int(_get(cfg, "image_token_index")),
                      init_method_std=float(_get(text, "initializer_range", 0.02)), transformer_impl="local")
 
@@ -348,9 +361,10 @@ _KEEP_TEXT_FIELDS = ("bos_token_id", "eos_token_id", "pad_token_id", "initialize
 
 def llava_config_from_model_args(args: ModelArgs, recorded: Optional[dict] = None, dtype: Optional[str] = None,
                                  vision_use_head: bool = False):
-    """A transformers ``LlavaConfig`` for `args`; token ids etc. are kept from a recorded HF config.
-    `vision_use_head`: a SigLIP tower with its (unused) attention-pooling head."""
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, Qwen2Config, SiglipVisionConfig
+    """A transformers ``LlavaConfig`` (``LlavaNextConfig`` for a tiled model) for `args`; token ids etc. are
+    kept from a recorded HF config. `vision_use_head`: a SigLIP tower with its (unused) attention-pooling head."""
+    from transformers import (CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaNextConfig, Qwen2Config,
+                              SiglipVisionConfig)
 
     lm, vis = args.language, args.vision
     rec_text = (recorded or {}).get("text_config", {})
@@ -386,11 +400,19 @@ def llava_config_from_model_args(args: ModelArgs, recorded: Optional[dict] = Non
         vision = SiglipVisionConfig(vision_use_head=vision_use_head, **common_v)
     else:
         vision = CLIPVisionConfig(**common_v)
-    cfg = LlavaConfig(vision_config=vision, text_config=text, image_token_index=args.image_token_id,
-                      projector_hidden_act="gelu", vision_feature_select_strategy=vis.feature_select,
-                      vision_feature_layer=ours_feature_layer_to_hf(vis.feature_layer),
-                      image_seq_length=vis.num_image_tokens, multimodal_projector_bias=True, tie_word_embeddings=tie)
-    cfg.architectures = ["LlavaForConditionalGeneration"]
+    kw = dict(vision_config=vision, text_config=text, image_token_index=args.image_token_id,
+              projector_hidden_act="gelu", vision_feature_select_strategy=vis.feature_select,
+              vision_feature_layer=ours_feature_layer_to_hf(vis.feature_layer),
+              image_seq_length=vis.num_image_tokens, multimodal_projector_bias=True, tie_word_embeddings=tie)
+    if vis.image_grid_pinpoints:
+        if not vis.use_thumbnail:
+            raise ConversionError("tiling without the base view (use_thumbnail False) has no Hugging Face "
+                                  "equivalent: LLaVA-NeXT always packs the base view first")
+        cfg = LlavaNextConfig(image_grid_pinpoints=[list(p) for p in vis.image_grid_pinpoints], **kw)
+        cfg.architectures = [ARCHITECTURES["llava_next"]]
+    else:
+        cfg = LlavaConfig(**kw)
+        cfg.architectures = [ARCHITECTURES["llava"]]
     if dtype is not None:
         cfg.dtype = dtype
         cfg.text_config.dtype = dtype

@@ -130,13 +130,17 @@ def chat_template_jinja(name: str) -> str:
 
 def write_processor_files(out: Path, tokenizer, args, chat_template: Optional[str]) -> list[str]:
     """Save tokenizer + image processor + LlavaProcessor config (+ chat template) into `out`; returns file names."""
-    from transformers import LlavaProcessor
+    from transformers import LlavaNextProcessor, LlavaProcessor
 
     from megatron_sicog.data.image_processing import for_vision
+    from megatron_sicog.data.tiling import tiling_for
 
     if chat_template is not None:
         tokenizer.chat_template = chat_template
-    proc = LlavaProcessor(image_processor=for_vision(args.vision).hf_processor(), tokenizer=tokenizer,
+    tiling = tiling_for(args.vision)
+    cls, image_processor = ((LlavaProcessor, for_vision(args.vision).hf_processor()) if tiling is None
+                            else (LlavaNextProcessor, tiling.hf_processor()))
+    proc = cls(image_processor=image_processor, tokenizer=tokenizer,
                           patch_size=args.vision.patch_size,
                           vision_feature_select_strategy=args.vision.feature_select,
                           num_additional_image_tokens=1 if args.vision.class_token else 0,
@@ -153,16 +157,21 @@ def write_image_processor(out: Path, args) -> str:
     `args`: a copied one that already parses to it is kept as it is, any other is replaced. Returns
     "kept", "written" or "replaced"."""
     from megatron_sicog.data.image_processing import ImageProcessing, ImageProcessorError, for_vision
+    from megatron_sicog.data.tiling import processing_from_llava_next, tiling_for
 
-    want = for_vision(args.vision)
+    want, tiling = for_vision(args.vision), tiling_for(args.vision)
     path = out / "preprocessor_config.json"
     state = "written"
     if path.is_file():
         try:
-            if ImageProcessing.from_hf(json.loads(path.read_text()), args.vision.image_size) == want:
+            cfg = json.loads(path.read_text())
+            if tiling is None and ImageProcessing.from_hf(cfg, args.vision.image_size) == want:
+                return "kept"
+            if tiling is not None and processing_from_llava_next(cfg, args.vision.image_size) == (
+                    want, [list(p) for p in tiling.pinpoints]):
                 return "kept"
         except (ImageProcessorError, ValueError):
             pass
         state = "replaced"
-    want.hf_processor().save_pretrained(str(out))
+    (want if tiling is None else tiling).hf_processor().save_pretrained(str(out))
     return state

@@ -24,7 +24,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from megatron_sicog.conversion.hf_mapping import HEAD, LM, P, V, ConversionError
+from megatron_sicog.conversion.hf_mapping import HEAD, LM, NEWLINE, P, V, ConversionError
 
 INDEX = "model.safetensors.index.json"
 
@@ -35,6 +35,7 @@ LLAVA_PREFIXES = (
     ("model.multi_modal_projector.", P), ("multi_modal_projector.", P),
     ("model.language_model.", LM), ("language_model.model.", LM),
     ("lm_head.weight", HEAD), ("language_model.lm_head.weight", HEAD),
+    ("model.image_newline", NEWLINE), ("image_newline", NEWLINE),  # LLaVA-NeXT
 )
 VISION_PREFIXES = (("vision_model.", V),  # CLIP/SigLIP VisionModel or Model (transformers 4.x layout)
                    *((p, V + p) for p in ("embeddings.", "pre_layrnorm.", "encoder.", "post_layernorm.", "head.")))

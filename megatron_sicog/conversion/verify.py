@@ -16,6 +16,12 @@ tokenizer (seeded random ids when it has none) behind the image's
 * ``greedy``: whether each model's own greedy continuation (``max_new_tokens``
   steps) is the same tokens.
 
+A tiled checkpoint (LLaVA-NeXT, `data.tiling`) runs against
+``LlavaNextForConditionalGeneration`` on three non-square images whose grids differ
+(``TILED_SHAPES``): its views and ``image_sizes`` as `data.tiling.Tiling` makes them,
+``Tiling.num_tokens`` image tokens, pixels compared view by view with the directory's
+``LlavaNextImageProcessor``.
+
 `Report.ok(tolerance)`: logits and pixels within `tolerance` and every greedy
 continuation equal. ``tools/convert_checkpoint.py verify`` prints the report and
 exits 1 otherwise.
@@ -31,6 +37,7 @@ import numpy as np
 import torch
 
 SHAPES = ((48, 64), (64, 32), (40, 40))  # (height, width): landscape, portrait, square
+TILED_SHAPES = ((48, 64), (64, 30), (30, 100))  # landscape, portrait, wide: different grids at small tiles
 PROMPTS = ("Describe the image.", "What colour is the largest shape?", "How many objects are there?")
 
 
@@ -79,13 +86,13 @@ class Report:
         return out
 
 
-def _images(paths: Optional[Sequence[str]], seed: int) -> list[tuple[str, np.ndarray]]:
+def _images(paths: Optional[Sequence[str]], seed: int, shapes=SHAPES) -> list[tuple[str, np.ndarray]]:
     from megatron_sicog.data.image import load_image
 
     if paths:
         return [(str(p), np.asarray(load_image(p), dtype=np.uint8)) for p in paths]
     rng = np.random.default_rng(seed)
-    return [(f"random {h}x{w}", rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in SHAPES]
+    return [(f"random {h}x{w}", rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in shapes]
 
 
 def _prompt_ids(hf_path: Path, prompt: str, vocab: int, image_token: int, seed: int) -> list[int]:
@@ -109,10 +116,13 @@ def _hf_pixels(hf_path: Path, image: np.ndarray) -> Optional[torch.Tensor]:
     if not (hf_path / "preprocessor_config.json").is_file():
         return None
     from megatron_sicog.data.image_processing import HF_TYPES, _hf_class
+    from megatron_sicog.data.tiling import LLAVA_NEXT_TYPES, llava_next_processor_class
 
     cfg = json.loads((hf_path / "preprocessor_config.json").read_text())
     kind = HF_TYPES.get(cfg.get("image_processor_type") or cfg.get("feature_extractor_type"))
-    if kind is None:  # a processor the project cannot reproduce: the pixels differ by definition
+    if cfg.get("image_processor_type") in LLAVA_NEXT_TYPES:  # every view: [views, 3, S, S]
+        proc = llava_next_processor_class().from_dict(cfg)
+    elif kind is None:  # a processor the project cannot reproduce: the pixels differ by definition
         from transformers import AutoImageProcessor
 
         proc = AutoImageProcessor.from_pretrained(str(hf_path), local_files_only=True)
@@ -125,10 +135,11 @@ def verify(load: str | Path, hf_path: str | Path, images: Optional[Sequence[str]
            prompts: Optional[Sequence[str]] = None, max_new_tokens: int = 8, iteration: Optional[int] = None,
            seed: int = 0) -> Report:
     """Run both models on the same inputs; see the module docstring. Needs model-parallel groups at TP=1/PP=1."""
-    from transformers import LlavaForConditionalGeneration
+    from transformers import LlavaForConditionalGeneration, LlavaNextForConditionalGeneration
 
     from megatron_sicog import runtime
     from megatron_sicog.data.image_processing import for_vision
+    from megatron_sicog.data.tiling import tiling_for
     from megatron_sicog.model.llava import build_model
     from megatron_sicog.training import checkpointing as ckpt
 
@@ -137,37 +148,52 @@ def verify(load: str | Path, hf_path: str | Path, images: Optional[Sequence[str]
     dev = runtime.device()
     ours = build_model(args).eval()
     ckpt.load_model_weights(ours, load, iteration)
-    hf = LlavaForConditionalGeneration.from_pretrained(str(hf_path), torch_dtype=torch.float32,
-                                                       attn_implementation="eager", local_files_only=True)
+    tiling = tiling_for(args.vision)
+    hf_cls = LlavaForConditionalGeneration if tiling is None else LlavaNextForConditionalGeneration
+    hf = hf_cls.from_pretrained(str(hf_path), torch_dtype=torch.float32, attn_implementation="eager",
+                                local_files_only=True)
     hf = hf.eval().to(dev)
     vocab = args.language.vocab_size
     processing = for_vision(args.vision)
     report = Report()
-    cases = _images(images, seed)
+    cases = _images(images, seed, SHAPES if tiling is None else TILED_SHAPES)
     prompts = list(prompts or PROMPTS)
     for k, (name, image) in enumerate(cases):
         prompt = prompts[k % len(prompts)]
-        pixels = processing([image]).to(dev)
+        if tiling is None:
+            pixels, sizes, n_tokens, hf_kw = processing([image]).to(dev), None, args.vision.num_image_tokens, {}
+        else:
+            pixels, sizes = (t.to(dev) for t in tiling([image]))
+            n_tokens, hf_kw = tiling.num_tokens(*image.shape[:2]), {"image_sizes": sizes}
         ref_px = _hf_pixels(hf_path, image)
+        if tiling is not None and ref_px is not None:
+            ref_px = ref_px[:pixels.shape[0]]  # the views of this image (the processor pads a batch's)
+            pixels_cmp = pixels
+        else:
+            pixels_cmp = pixels[0]
         pixel_diff = None if ref_px is None else (
-            float("inf") if ref_px.shape != pixels.shape[1:] else (ref_px.to(dev) - pixels[0]).abs().max().item())
+            float("inf") if ref_px.shape != pixels_cmp.shape else (ref_px.to(dev) - pixels_cmp).abs().max().item())
         text = _prompt_ids(hf_path, prompt, vocab, args.image_token_id, seed + k)
-        ids = torch.tensor([[args.image_token_id] * args.vision.num_image_tokens + text], device=dev)
+        ids = torch.tensor([[args.image_token_id] * n_tokens + text], device=dev)
+        hf_px = pixels if tiling is None else pixels[None]
         with torch.no_grad():
-            a = _our_logits(ours, ids, pixels, vocab)
-            b = hf(input_ids=ids, pixel_values=pixels).logits.float()
+            a = _our_logits(ours, ids, pixels, vocab, sizes)
+            b = hf(input_ids=ids, pixel_values=hf_px, **hf_kw).logits.float()
             diff = (a - b).abs().max().item()
-            greedy = [_greedy(lambda x: _our_logits(ours, x, pixels, vocab), ids, max_new_tokens),
-                      _greedy(lambda x: hf(input_ids=x, pixel_values=pixels).logits.float(), ids, max_new_tokens)]
+            greedy = [_greedy(lambda x: _our_logits(ours, x, pixels, vocab, sizes), ids, max_new_tokens),
+                      _greedy(lambda x: hf(input_ids=x, pixel_values=hf_px, **hf_kw).logits.float(), ids,
+                              max_new_tokens)]
         report.cases.append(Case(f"{name}, {prompt!r}", diff, *greedy, pixel_diff=pixel_diff))
     return report
 
 
-def _our_logits(model, ids: torch.Tensor, pixels: torch.Tensor, vocab: int) -> torch.Tensor:
+def _our_logits(model, ids: torch.Tensor, pixels: torch.Tensor, vocab: int,
+                image_sizes: Optional[torch.Tensor] = None) -> torch.Tensor:
     s = ids.shape[1]
     mask = torch.triu(torch.ones(s, s, dtype=torch.bool, device=ids.device), diagonal=1)[None, None]
     pos = torch.arange(s, device=ids.device)[None]
-    return model(ids, pos, mask, images=pixels, runtime_gather_output=True)[..., :vocab].float()
+    return model(ids, pos, mask, images=pixels, runtime_gather_output=True,
+                 image_sizes=image_sizes)[..., :vocab].float()
 
 
 def _greedy(logits_of, ids: torch.Tensor, n: int) -> list[int]:

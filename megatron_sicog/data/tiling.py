@@ -97,6 +97,9 @@ class Tiling:
         size = self.processing.output_size
         if size is None or size[0] != size[1]:
             raise ImageProcessorError(f"tiling needs square views; the processor gives {size}")
+        if getattr(self.processing, "pad_to_square", False):
+            raise ImageProcessorError("tiling keeps the image's aspect in its grid; LLaVA's pad-to-square "
+                                      "processor does not go with it")
         s = size[0]
         pins = tuple((int(h), int(w)) for h, w in self.pinpoints)
         if not pins:

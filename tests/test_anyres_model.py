@@ -1,0 +1,121 @@
+"""Tiled images through the model: our LLaVA-NeXT computes what transformers' does, and converts back exactly.
+
+A tiny random ``LlavaNextForConditionalGeneration`` (CLIP + Qwen2, 32 px tiles, LLaVA-NeXT's
+five grids) is built from a config, imported at TP=1, and run on one batch from the
+batch builder (`model.batch.collate` with `data.tiling`) whose two rows hold images of
+different aspect ratios (so different grids and image-token counts): the logits equal
+transformers' (fp32, eager) on every real position, and the image positions carry no loss.
+Exported back, every HF tensor and the pinpoints are identical; ``verify`` passes on three
+non-square aspect ratios and fails on a copy with one weight perturbed.
+"""
+import runpy
+import shutil
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from tests.conversion_helpers import IMAGE_TOKEN, PINPOINTS, VOCAB, make_hf_llava_next
+from tests.helpers import REPO
+
+SIZES = [(40, 117), (150, 47), (61, 83)]  # (height, width): grids 1x3, 3x1, 2x2
+
+
+def _tool():
+    return SimpleNamespace(**runpy.run_path(str(REPO / "tools" / "convert_checkpoint.py"), run_name="convert_tool"))
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    d = tmp_path_factory.mktemp("anyres")
+    hf = make_hf_llava_next("qwen2", d / "hf")
+    return d, hf
+
+
+def _samples(rng):
+    imgs = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in SIZES]
+    def text(n):
+        return list(rng.integers(10, VOCAB, n))
+    rows = [text(3) + [IMAGE_TOKEN] + text(6), text(2) + [IMAGE_TOKEN] + text(4) + [IMAGE_TOKEN] + text(3)]
+    out = []
+    for tokens, images in zip(rows, ([imgs[0]], imgs[1:])):
+        tokens = np.asarray(tokens, dtype=np.int64)
+        out.append({"tokens": tokens, "loss_mask": (tokens != IMAGE_TOKEN).astype(np.float32), "images": images})
+    return out
+
+
+def test_tiled_batch_logits_equal_llava_next_and_round_trip(mcore, converted, tmp_path):
+    from megatron_sicog.conversion.hf_export import export_hf
+    from megatron_sicog.conversion.hf_import import import_hf
+    from megatron_sicog.data.tiling import tiling_for
+    from megatron_sicog.model.batch import collate
+    from megatron_sicog.model.llava import build_model
+    from megatron_sicog.training.checkpointing import load_model_weights, model_args_from_dict, read_meta
+
+    d, hf = converted
+    ckpt = import_hf(tmp_path / "ckpt", 1, 1, hf_path=d / "hf", progress=False)
+    args = model_args_from_dict(read_meta(ckpt)["model_args"])
+    assert args.vision.image_grid_pinpoints == PINPOINTS and args.vision.use_thumbnail
+    tiling = tiling_for(args.vision)
+    assert [tiling.grid(h, w) for h, w in SIZES] == [(1, 3), (3, 1), (2, 2)]
+    counts = [tiling.num_tokens(h, w) for h, w in SIZES]
+    assert len(set(counts)) == 3
+
+    batch = collate(_samples(np.random.default_rng(0)), seq_length=400, image_token_id=IMAGE_TOKEN,
+                    num_image_tokens=args.vision.num_image_tokens, pad_id=0, tiling=tiling)
+    assert batch.image_sizes.tolist() == [list(s) for s in SIZES]
+    assert batch.images.shape[0] == sum(tiling.num_views(h, w) for h, w in SIZES)
+    is_img = batch.input_ids == IMAGE_TOKEN
+    assert is_img.sum(1).tolist() == [counts[0], counts[1] + counts[2]]
+    assert not (batch.loss_mask.bool() & (batch.labels == IMAGE_TOKEN)).any()
+    n_real = [3 + counts[0] + 6 - 1, 2 + counts[1] + 4 + counts[2] + 3 - 1]  # inputs are tokens[:-1]
+    assert batch.loss_mask.sum(1).tolist() == [3 + 6 - 1.0, 2 + 4 + 3 - 1.0]  # text targets only
+
+    model = build_model(args).eval()
+    load_model_weights(model, ckpt)
+    with torch.no_grad():
+        ours = model(batch.input_ids, batch.position_ids, batch.attention_mask, images=batch.images,
+                     image_sizes=batch.image_sizes, runtime_gather_output=True)[..., :VOCAB].float()
+        views = list(batch.images.split([tiling.num_views(h, w) for h, w in SIZES]))
+        most = max(v.shape[0] for v in views)
+        padded = torch.stack([torch.cat([v, v.new_zeros(most - v.shape[0], *v.shape[1:])]) for v in views])
+        ref = hf(input_ids=batch.input_ids, pixel_values=padded, image_sizes=batch.image_sizes).logits.float()
+    for row, n in enumerate(n_real):
+        diff = (ours[row, :n] - ref[row, :n]).abs().max().item()
+        assert diff < 1e-4, (row, diff)
+
+    out = export_hf(ckpt, tmp_path / "exported", progress=False)
+    from transformers import LlavaNextForConditionalGeneration
+
+    back = LlavaNextForConditionalGeneration.from_pretrained(str(out))
+    assert back.config.image_grid_pinpoints == PINPOINTS
+    sd0, sd1 = hf.state_dict(), back.state_dict()
+    assert sd0.keys() == sd1.keys()
+    assert [k for k in sd0 if not torch.equal(sd0[k], sd1[k])] == []
+
+
+def test_verify_passes_on_three_aspect_ratios_and_fails_perturbed(mcore, converted, tmp_path, capsys):
+    from megatron_sicog.conversion.hf_import import import_hf
+
+    d, _ = converted
+    ckpt = import_hf(tmp_path / "ckpt", 1, 1, hf_path=d / "hf", progress=False)
+    tool = _tool()
+    verify = ["verify", "--load", str(ckpt), "--max-new-tokens", "3", "--prompt", "w11 w12 w13"]
+    report = tool.main(verify + ["--hf-path", str(d / "hf")])
+    text = capsys.readouterr().out
+    assert "OK" in text.splitlines()[-1] and len(report.cases) == 3, text
+    assert report.max_logit_diff < 1e-4 and report.max_pixel_diff == 0.0
+
+    bad = tmp_path / "perturbed"
+    shutil.copytree(d / "hf", bad)
+    shard = sorted(bad.glob("*.safetensors"))[0]
+    tensors = load_file(str(shard))
+    name = next(k for k in tensors if k.endswith("image_newline"))
+    tensors[name][0] += 0.5
+    save_file(tensors, str(shard), metadata={"format": "pt"})
+    with pytest.raises(SystemExit) as e:
+        tool.main(verify + ["--hf-path", str(bad)])
+    assert e.value.code == 1
+    assert "FAILED" in capsys.readouterr().out.splitlines()[-1]
