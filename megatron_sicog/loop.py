@@ -66,6 +66,9 @@ class LoopConfig:
     unlabelled_questions_per_image: int = 1
     image_size: int = 64
     max_objects: int = 3
+    # object colours of the annotated seed split ("" = every colour); the unlabelled pool and the held-out
+    # set always span all of them, so the seed covers less than what SICOG labels itself and is scored on
+    seed_colours: str = ""
     tokenizer_vocab: int = 1000
     seq_length: int = 256
     chat_template: str = "qwen2"
@@ -341,7 +344,7 @@ class _Recipe:
             "--output-dir", data, "--seed", c.seed, "--image-size", c.image_size, "--max-objects", c.max_objects,
             "--num-align", c.num_align, "--num-seed", c.num_seed, "--num-unlabelled", c.num_unlabelled,
             "--num-eval", c.num_eval, "--unlabelled-questions-per-image", c.unlabelled_questions_per_image,
-            *exclude))), outputs=(str(data),)))
+            *(("--seed-colours", c.seed_colours) if c.seed_colours else ()), *exclude))), outputs=(str(data),)))
         if base is None:
             self.add(Stage("tokenizer", "tools/train_tokenizer.py", (
                 "--input", str(data / "align.jsonl"), str(data / "seed.jsonl"), "--output-prefix",

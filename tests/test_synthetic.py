@@ -263,3 +263,25 @@ def test_vision_split_adds_full_captions_and_leaves_the_others(tmp_path):
         scene = Scene.from_dict(keys[rec["id"]]["scene_graph"])
         assert rec["conversations"][1]["value"] == caption(scene)
         assert (tmp_path / "b" / rec["image"]).exists()
+
+
+def test_seed_colours_narrow_only_the_seed_split(tmp_path):
+    """--seed-colours: seed scenes (objects and dot) use only those colours; the eval split is unchanged
+    and the unlabelled pool keeps every colour; the default draws exactly as before."""
+    import subprocess
+    import sys
+
+    sizes = {"eval": 40, "align": 30, "seed": 60, "unlabelled": 120}
+    full, narrow = sample_splits(sizes, seed=11), sample_splits(sizes, seed=11, seed_colours=("red", "blue"))
+    assert [scene_key(i.scene) for i in full["eval"]] == [scene_key(i.scene) for i in narrow["eval"]]
+    used = lambda items: {o.colour for it in items for o in it.scene.objects} | {
+        it.scene.marginal.colour for it in items if it.scene.marginal}
+    assert used(narrow["seed"]) == {"red", "blue"}
+    assert used(narrow["unlabelled"]) == set(vocab.COLOURS) == used(full["seed"])
+    with pytest.raises(ValueError, match="subset"):
+        SceneSampler(np.random.default_rng(0), colours=("red", "teal"))
+    root = Path(__file__).resolve().parent.parent
+    res = subprocess.run([sys.executable, str(root / "tools/make_synthetic_data.py"), "--output-dir",
+                          str(tmp_path / "x"), "--seed-colours", "red,teal"], capture_output=True, text=True)
+    assert res.returncode == 2 and "--seed-colours: teal not among" in res.stderr
+    assert not (tmp_path / "x").exists()

@@ -20,7 +20,7 @@ import argparse
 import time
 from pathlib import Path
 
-from megatron_sicog.synthetic.vocab import SHAPES
+from megatron_sicog.synthetic.vocab import COLOURS, SHAPES
 from megatron_sicog.synthetic.splits import DEFAULT_SIZES, QUESTIONS_PER_IMAGE, read_scene_keys, write_splits
 
 
@@ -38,6 +38,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--exclude-scenes", default=None, metavar="FILE",
                    help="scene keys (one per line, .gz allowed) no image of this world may have: the scenes "
                         "the embedded base model was trained on")
+    p.add_argument("--seed-colours", default=None, metavar="C1,C2,...",
+                   help="narrow the seed split to these object colours (default: all of "
+                        f"{','.join(COLOURS)}); the unlabelled pool and held-out set keep every colour")
     p.add_argument("--preview", action="store_true",
                    help="also draw preview.png: eval images with their caption and a QA pair")
     args = p.parse_args(argv)
@@ -47,6 +50,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--exclude-scenes {args.exclude_scenes}: no such file")
     if not 1 <= args.max_objects <= len(SHAPES):
         p.error(f"--max-objects must be in 1..{len(SHAPES)} (got {args.max_objects})")
+    if args.seed_colours is not None:
+        args.seed_colours = [c.strip() for c in args.seed_colours.split(",") if c.strip()]
+        bad = [c for c in args.seed_colours if c not in COLOURS]
+        if bad or not args.seed_colours:
+            p.error(f"--seed-colours: {','.join(bad) or 'empty'} not among {','.join(COLOURS)}")
     for split in DEFAULT_SIZES:
         if getattr(args, f"num_{split}") < 0:
             p.error(f"--num-{split} must be >= 0")
@@ -59,7 +67,8 @@ def main(argv=None) -> dict:
     sizes = {s: getattr(args, f"num_{s}") for s in DEFAULT_SIZES}
     qpi = {s: getattr(args, f"{s}_questions_per_image") for s in ("seed", "unlabelled", "eval")}
     exclude = read_scene_keys(args.exclude_scenes) if args.exclude_scenes else ()
-    manifest = write_splits(args.output_dir, sizes, args.seed, args.image_size, qpi, args.max_objects, exclude)
+    manifest = write_splits(args.output_dir, sizes, args.seed, args.image_size, qpi, args.max_objects, exclude,
+                            seed_colours=args.seed_colours)
     if args.preview:
         from megatron_sicog.synthetic.preview import save_preview
 

@@ -93,6 +93,8 @@ class SceneSampler:
     """Draws random scenes from a numpy Generator.
 
     max_objects: 1..len(SHAPES); marginal_prob: chance of a border dot;
+    colours: the object and dot colours drawn from (default: all of `vocab.COLOURS`;
+    a subset narrows a split, e.g. the seed's, below the world's range);
     size_weights etc. are uniform (the world has no bias a model could exploit).
     """
 
@@ -100,6 +102,7 @@ class SceneSampler:
     min_objects: int = 1
     max_objects: int = 3
     marginal_prob: float = 0.5
+    colours: tuple = tuple(vocab.COLOURS)
     _cells: list = field(default_factory=lambda: [(r, c) for r in range(3) for c in range(3)])
 
     def __post_init__(self) -> None:
@@ -108,6 +111,9 @@ class SceneSampler:
                 f"need 1 <= min_objects ({self.min_objects}) <= max_objects ({self.max_objects}) "
                 f"<= {len(vocab.SHAPES)}"
             )
+        unknown = [c for c in self.colours if c not in vocab.COLOURS]
+        if unknown or not self.colours:
+            raise ValueError(f"colours must be a non-empty subset of {sorted(vocab.COLOURS)} (got {list(self.colours)})")
 
     def _pick(self, seq):
         return seq[int(self.rng.integers(len(seq)))]
@@ -116,7 +122,7 @@ class SceneSampler:
         n = int(self.rng.integers(self.min_objects, self.max_objects + 1))
         shapes = self.rng.choice(len(vocab.SHAPES), size=n, replace=False)
         cells = self.rng.choice(len(self._cells), size=n, replace=False)
-        colours = list(vocab.COLOURS)
+        colours = list(self.colours)
         objects = tuple(
             SceneObject(
                 shape=vocab.SHAPES[int(s)],

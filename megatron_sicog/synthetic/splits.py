@@ -39,12 +39,13 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Optional
+from typing import Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
 from .. import prompts
+from . import vocab
 from ..io import atomic_path, atomic_write_json, write_jsonl_atomic
 from .render import render_scene
 from .scene import Scene, SceneSampler, scene_key
@@ -80,9 +81,14 @@ def sample_splits(
     max_objects: int = 3,
     max_tries_per_item: int = 1000,
     exclude: Iterable[str] = (),
+    seed_colours: Optional[Sequence[str]] = None,
 ) -> dict[str, list[Item]]:
     """Scenes for every split, no scene key twice across all splits, none of the keys in `exclude`
     (e.g. the scenes another world, such as the embedded base model's, was trained on).
+
+    `seed_colours` narrows the seed split to those object/dot colours (the others keep the world's
+    full range): the annotated seed then covers less than the unlabelled pool and the held-out set,
+    as the paper's seed (35k annotations) covers less than its unlabelled images and benchmarks.
 
     Each split draws from its own RNG stream (`seed`, split index), so a
     split's content depends on its own size and the splits sampled before it.
@@ -93,7 +99,8 @@ def sample_splits(
     for index, split in enumerate(SPLIT_ORDER):
         n = int(sizes.get(split, 0))
         rng = np.random.default_rng([seed, index])
-        sampler = SceneSampler(rng, max_objects=max_objects)
+        colours = tuple(seed_colours) if split == "seed" and seed_colours else tuple(vocab.COLOURS)
+        sampler = SceneSampler(rng, max_objects=max_objects, colours=colours)
         items: list[Item] = []
         tries = 0
         while len(items) < n:
@@ -205,11 +212,13 @@ def write_splits(
     questions_per_image: Optional[dict[str, int]] = None,
     max_objects: int = 3,
     exclude: Iterable[str] = (),
+    seed_colours: Optional[Sequence[str]] = None,
 ) -> dict:
     """Sample, render and write every split under `out_dir`; returns the manifest."""
     out = Path(out_dir)
     exclude = set(exclude)
-    splits = sample_splits(sizes, seed, questions_per_image, max_objects, exclude=exclude)
+    splits = sample_splits(sizes, seed, questions_per_image, max_objects, exclude=exclude,
+                           seed_colours=seed_colours)
     everything = [it for split in SPLIT_ORDER for it in splits[split]]
     _write_images(everything, out, image_size)
     counts = {
@@ -233,6 +242,7 @@ def write_splits(
         "seed": seed,
         "image_size": image_size,
         "max_objects": max_objects,
+        **({"seed_colours": list(seed_colours)} if seed_colours else {}),
         **({"excluded_scenes": len(exclude)} if exclude else {}),
         "images": {s: len(splits[s]) for s in SPLIT_ORDER if s != "vision" or splits[s]},
         "questions_per_image": dict(QUESTIONS_PER_IMAGE, **(questions_per_image or {})),
