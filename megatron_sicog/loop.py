@@ -47,16 +47,19 @@ from megatron_sicog.io import atomic_write_json, iter_records, write_jsonl_atomi
 from megatron_sicog.recipe import stages
 from megatron_sicog.recipe.graph import Member, Stage, Step
 from megatron_sicog.recipe.local import LocalRunner, StageFailed  # noqa: F401  (StageFailed: the loop's error)
-from megatron_sicog.recipe.stages import TrainPhase, Tools, blend, num_image_tokens
+from megatron_sicog.recipe.settings import RoundSettings, with_defaults
+from megatron_sicog.recipe.stages import TrainPhase, blend
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 @dataclass
-class LoopConfig:
-    output_dir: str = "runs/tiny"
-    seed: int = 1234
-    model_preset: str = "tiny"
+class LoopConfig(with_defaults(
+        RoundSettings,  # the round's settings (recipe/settings.py), at the demo's scale:
+        output_dir="runs/tiny", seq_length=256, pack_sequences=True, repretrain_from="stage1",
+        repretrain_curated_mix=0.5,  # half curated data, half alignment captions
+        repretrain=TrainPhase(iters=150, lr=3e-4, warmup=15),
+        max_new_tokens_cod=170, max_new_tokens_cot=100, generation_micro_batch=16)):
     nproc: int = 1  # training processes (data parallel) per stage
     # data
     num_align: int = 2000
@@ -70,11 +73,8 @@ class LoopConfig:
     # set always span all of them, so the seed covers less than what SICOG labels itself and is scored on
     seed_colours: str = ""
     tokenizer_vocab: int = 1000
-    seq_length: int = 256
-    chat_template: str = "qwen2"
     # the alignment captions' format: "plain" (LLaVA pre-training: <image> caption) or the chat template
     align_template: str = "plain"
-    pack_sequences: bool = True  # several short samples per sequence (block-diagonal attention)
     # the pretrained MLLM SICOG starts from: a directory made by `make base-model` (checkpoint, tokenizer.model,
     # scene_keys.txt.gz; megatron_sicog/demo_base.py), relative to the repository; "" trains a base in the
     # loop from scratch with the `base` phase below (run_sicog_loop.py --train-base)
@@ -84,31 +84,13 @@ class LoopConfig:
     base: TrainPhase = field(default_factory=lambda: TrainPhase(iters=800, lr=5e-4, warmup=20))
     sft: TrainPhase = field(default_factory=lambda: TrainPhase(iters=300, lr=5e-4, warmup=30,
                                                                freeze_vision=True))  # stage 1
-    repretrain: TrainPhase = field(default_factory=lambda: TrainPhase(iters=150, lr=3e-4, warmup=15))
     final_sft: TrainPhase = field(default_factory=lambda: TrainPhase(iters=150, lr=3e-4, warmup=15,
                                                                      freeze_vision=True))
     dpo: TrainPhase = field(default_factory=lambda: TrainPhase(iters=30, lr=5e-5, global_batch_size=8,
                                                                micro_batch_size=8, warmup=3))
-    dpo_beta: float = 0.1
-    # where stage 3 starts: "base" (the paper: re-pretrain the base model, then the final SFT)
-    # or "stage1" (cheaper: the stage-1 weights, then a short SFT)
-    repretrain_from: str = "stage1"
-    # share of the curated data in the re-pretraining blend, the rest alignment captions (1.0: curated only,
-    # the SLURM round's default, megatron_sicog/recipe/round.py)
-    repretrain_curated_mix: float = 0.5
     # share of plain alignment captions blended into every seed fine-tuning (stage 1 and the final SFT
     # of sicog and baseline alike), as LLaVA's SFT mixes tasks: keeps the base's perception in stage 1
     sft_align_mix: float = 0.0
-    # stage 2
-    num_candidates: int = 6
-    temperature: float = 0.7
-    top_p: float = 0.9
-    max_new_tokens_cod: int = 170
-    max_new_tokens_cot: int = 100
-    generation_micro_batch: int = 16
-    scorer: str = "embedding"
-    caption_threshold: float = 0.85
-    reasoning_threshold: float = 1.0  # unanimous answers only
     # eval
     eval_micro_batch: int = 32
     # benchmark-format exports of the first N held-out images (MMBench-style TSV, POPE-style), scored with
@@ -136,10 +118,7 @@ class LoopConfig:
             raise ValueError(f"{path}: {e}") from None
 
     def __post_init__(self) -> None:
-        if self.repretrain_from not in ("base", "stage1"):
-            raise ValueError(f"repretrain_from must be 'base' or 'stage1', not {self.repretrain_from!r}")
-        if not 0.0 < self.repretrain_curated_mix <= 1.0:
-            raise ValueError(f"repretrain_curated_mix must be in (0, 1], not {self.repretrain_curated_mix!r}")
+        self.check_values()
 
 
 class Loop:
@@ -166,16 +145,10 @@ class Loop:
         self.tok = (self.base_model / "tokenizer.model") if self.base_model else self.out / "tokenizer" / "sp.model"
         self.runner = LocalRunner(self.out)
         self.commands = self.runner.commands
-        c = cfg
-        self.tools = Tools(out=self.out, image_root=str(self.data), tokenizer_model=str(self.tok),
-                           chat_template=c.chat_template, seq_length=c.seq_length, seed=c.seed,
-                           model_preset=c.model_preset, image_seq_length=num_image_tokens(c.model_preset),
-                           nproc=c.nproc, pack_sequences=c.pack_sequences, dpo_beta=c.dpo_beta, top_p=c.top_p)
-        self.curation = stages.Curation(
-            scorer=c.scorer, caption_threshold=c.caption_threshold, reasoning_threshold=c.reasoning_threshold,
-            # decontamination: no held-out image may enter the curated data (images only: the tiny
-            # world's questions are templates shared by every split); the report counts the drops
-            exclude=(str(self.data / "eval.jsonl"),), exclude_match=("image",))
+        self.tools = cfg.tools(self.out, str(self.data), str(self.tok), nproc=cfg.nproc)
+        # decontamination: no held-out image may enter the curated data (images only: the tiny
+        # world's questions are templates shared by every split); the report counts the drops
+        self.curation = cfg.curation(exclude=[self.data / "eval.jsonl"], exclude_match=("image",))
 
     @property
     def timings(self) -> dict[str, float]:

@@ -7,9 +7,10 @@
     train_sicog_pretrain  pretrain_sicog.py --stage pretrain  idx/curated (+ align_data blend)  -> ckpt/sicog_pretrain
     train_sicog           pretrain_sicog.py --stage sft|dpo   final_data (the seed data)        -> ckpt/sicog
 
-The same builders make the tiny demo's round (megatron_sicog/loop.py), so equal settings give equal
-commands. Defaults differ where the two settings do: the demo re-pretrains on a 0.5/0.5 blend of alignment
-and curated data; a cluster round on the curated data only (``repretrain_curated_mix`` 1.0) unless
+The same builders and the same settings (`recipe.settings.RoundSettings`, whose defaults are this
+round's) make the tiny demo's round (megatron_sicog/loop.py), so equal settings give equal commands. The
+demo changes some defaults to its scale: among them, it re-pretrains on a 0.5/0.5 blend of alignment and
+curated data; a cluster round on the curated data only (``repretrain_curated_mix`` 1.0) unless
 ``align_data`` and a mix below 1 are given.
 """
 from __future__ import annotations
@@ -22,14 +23,14 @@ from typing import Optional
 
 from megatron_sicog.recipe import stages
 from megatron_sicog.recipe.graph import Member, Stage
-from megatron_sicog.recipe.stages import TrainPhase, Tools, blend
+from megatron_sicog.recipe.settings import RoundSettings
+from megatron_sicog.recipe.stages import TrainPhase, blend
 
 LIST_FIELDS = ("seed_data", "final_data", "exclude", "train_extra_args")
 
 
 @dataclass
-class RoundConfig:
-    output_dir: str = "runs/sicog"  # ckpt/, gen/, idx/, logs/ of the round
+class RoundConfig(RoundSettings):  # the round's shared settings (recipe/settings.py), with their defaults, plus:
     base_checkpoint: str = ""  # stage 1 starts here (required)
     seed_data: list = field(default_factory=list)  # stage-1 --data-path, weights allowed (required)
     caption_input: str = ""  # images for CoD candidates (LLaVA JSONL)     } at least
@@ -37,36 +38,15 @@ class RoundConfig:
     image_root: str = ""  # folder the records' image paths are relative to (required)
     tokenizer_type: str = "HuggingFaceTokenizer"
     tokenizer_model: str = ""  # (required)
-    chat_template: str = "qwen2"
-    model_preset: str = "tiny"
-    seq_length: int = 2048
-    seed: int = 1234
     stage1_stage: str = "sft"  # sft | dpo
     stage1: TrainPhase = field(default_factory=lambda: TrainPhase(iters=1000, lr=2e-5, global_batch_size=8,
                                                                   micro_batch_size=1, warmup=0))
-    # where re-pretraining starts: "base" (base_checkpoint, the paper) or "stage1"
-    repretrain_from: str = "base"
     align_data: str = ""  # alignment data blended into re-pretraining (with repretrain_curated_mix < 1)
-    repretrain_curated_mix: float = 1.0  # share of the curated data in re-pretraining (1.0: curated only)
-    repretrain: TrainPhase = field(default_factory=lambda: TrainPhase(iters=1000, lr=1e-4, global_batch_size=8,
-                                                                      micro_batch_size=1, warmup=0))
     final_stage: str = "sft"  # sft | dpo | none
     final_data: list = field(default_factory=list)  # default: seed_data
     final: TrainPhase = field(default_factory=lambda: TrainPhase(iters=1000, lr=2e-5, global_batch_size=8,
                                                                  micro_batch_size=1, warmup=0))
-    pack_sequences: bool = False
-    dpo_beta: float = 0.1
     train_extra_args: list = field(default_factory=list)  # appended to every training command (TP, PP, ...)
-    # stage 2
-    num_candidates: int = 6
-    temperature: float = 0.7
-    top_p: float = 0.9
-    max_new_tokens_cod: int = 512
-    max_new_tokens_cot: int = 512
-    generation_micro_batch: int = 8
-    scorer: str = "embedding"
-    caption_threshold: float = 0.85
-    reasoning_threshold: float = 1.0
     exclude: list = field(default_factory=list)  # decontamination: files whose images may not be curated
 
     def check(self) -> None:
@@ -76,12 +56,10 @@ class RoundConfig:
         if not (self.caption_input or self.qa_input):
             raise ValueError("set caption_input (CoD candidates) and/or qa_input (CoT candidates)")
         for name, value, allowed in (("stage1_stage", self.stage1_stage, ("sft", "dpo")),
-                                     ("final_stage", self.final_stage, ("sft", "dpo", "none")),
-                                     ("repretrain_from", self.repretrain_from, ("base", "stage1"))):
+                                     ("final_stage", self.final_stage, ("sft", "dpo", "none"))):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
-        if not 0.0 < self.repretrain_curated_mix <= 1.0:
-            raise ValueError(f"repretrain_curated_mix must be in (0, 1], not {self.repretrain_curated_mix}")
+        self.check_values()
         if self.repretrain_curated_mix < 1.0 and not self.align_data:
             raise ValueError(f"repretrain_curated_mix {self.repretrain_curated_mix} < 1 needs align_data")
 
@@ -118,11 +96,7 @@ class RoundConfig:
 def sicog_round(cfg: RoundConfig) -> list[Member]:
     cfg.check()
     out = Path(cfg.output_dir).resolve()
-    t = Tools(out=out, image_root=cfg.image_root, tokenizer_model=cfg.tokenizer_model,
-              chat_template=cfg.chat_template, seq_length=cfg.seq_length, seed=cfg.seed,
-              model_preset=cfg.model_preset, image_seq_length=stages.num_image_tokens(cfg.model_preset),
-              tokenizer_type=cfg.tokenizer_type, pack_sequences=cfg.pack_sequences, dpo_beta=cfg.dpo_beta,
-              top_p=cfg.top_p)
+    t = cfg.tools(out, cfg.image_root, cfg.tokenizer_model, tokenizer_type=cfg.tokenizer_type)
 
     def train(name, stage, phase, data, init) -> Stage:
         s = stages.train(t, name, stage, phase, data, init)
@@ -137,8 +111,7 @@ def sicog_round(cfg: RoundConfig) -> list[Member]:
             g.append(stages.generate(t, name, stage1, inputs, mode, cfg.num_candidates, cfg.temperature, max_new,
                                      cfg.generation_micro_batch))
             candidates.append(g[-1].outputs[0])
-    g.append(stages.curate(t, "", candidates, stages.Curation(cfg.scorer, cfg.caption_threshold,
-                                                              cfg.reasoning_threshold, tuple(cfg.exclude))))
+    g.append(stages.curate(t, "", candidates, cfg.curation(exclude=cfg.exclude)))
     g.append(stages.preprocess(t, "curated", [g[-1].outputs[0]], cfg.chat_template))
     data = blend([(1.0 - cfg.repretrain_curated_mix, cfg.align_data), (cfg.repretrain_curated_mix, g[-1].outputs[0])])
     start = cfg.base_checkpoint if cfg.repretrain_from == "base" else stage1
