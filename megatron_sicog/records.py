@@ -1,4 +1,28 @@
-"""Record formats shared by the tools: the error record and the provenance of generated data.
+"""The record formats the tools exchange, in one place: what each JSONL line holds, who writes it, who reads it.
+
+=================  ==========================================  ====================================  =========================
+record             keys (``?``: optional)                       written by                            read by
+=================  ==========================================  ====================================  =========================
+conversation       ``id``, ``image``? (a path or a list, one    the user; the demo's                  tools/preprocess_data.py
+                   per ``<image>`` in the human turns),         ``make_synthetic_data.py``
+                   ``conversations``: [{``from``, ``value``}]
+plain document     ``text``                                     the user                              tools/preprocess_data.py
+candidate          `CANDIDATE_KEYS` + ``reference``?,           tools/generate_candidates.py          tools/curate.py
+                   ``provenance``                               (`generation.candidates`)
+curated            `CURATED_KEYS` (a conversation: the prompt   tools/curate.py                       tools/preprocess_data.py
+                   and the kept candidate) + ``reference``?,    (`curation.pipeline`)
+                   ``provenance``; reasoning items also
+                   ``answer``, ``answer_key``, ``answers``,
+                   ``abstentions``
+preference pair    `PREFERENCE_KEYS`: a curated record +        tools/curate.py                       preprocess_data.py
+                   the chosen and the rejected candidate        ``--preference-output``               ``--preference`` (two
+                                                                                                      documents a pair)
+error record       `ERROR_KEYS`                                 every tool, for a record it skips     the user
+=================  ==========================================  ====================================  =========================
+
+``task`` is "caption" (CoD) or "reasoning" (CoT); ``candidates`` are the sampled responses, candidate k
+the k-th entry; ``kept_index`` and ``rejected_index`` index that list, ``scores`` hold curation's score of
+each candidate and ``score`` the kept one's.
 
 The one shape of an error record, written by every tool: ``{"file", "line", "id", "reason"}``.
 
@@ -15,6 +39,9 @@ from __future__ import annotations
 from typing import Any, Optional
 
 ERROR_KEYS = ("file", "line", "id", "reason")
+CANDIDATE_KEYS = ("id", "image", "task", "prompt", "candidates")
+CURATED_KEYS = ("id", "image", "task", "conversations", "score", "kept_index", "candidates", "scores")
+PREFERENCE_KEYS = CURATED_KEYS + ("chosen", "rejected", "chosen_score", "rejected_score", "rejected_index")
 
 
 def error_record(file: Optional[str], line: Optional[int], id: Any, reason: str) -> dict:  # noqa: A002

@@ -1,16 +1,16 @@
 """Records -> samples: the engine behind ``tools/preprocess_data.py``.
 
-Input records (JSONL or a JSON list, see `megatron_sicog.io.iter_records`):
+Input records (JSONL or a JSON list, see `megatron_sicog.io.iter_records`; the formats are
+`megatron_sicog.records`):
 
-* LLaVA conversations ``{"id", "image"?, "conversations": [...]}`` (multi-turn,
-  text-only or with one image path / a list of paths relative to
-  ``image_root``; the number of images must equal the number of ``<image>``
-  placeholders in human turns) -> chat template, loss on assistant replies;
-* plain documents ``{"text": ...}`` (pre-training text) -> tokens + eod, loss on
-  all of them;
-* with ``preference=True`` only preference pairs ``{"id", "image"?, "conversations":
-  [turns up to the last human turn, ...], "chosen": str, "rejected": str}`` (from
-  ``tools/curate.py --preference-output``) -> TWO documents, the prompt with the
+* LLaVA conversations and curated records (multi-turn, text-only or with one
+  image path / a list of paths relative to ``image_root``; the number of images
+  must equal the number of ``<image>`` placeholders in human turns) -> chat
+  template, loss on assistant replies;
+* plain documents (pre-training text) -> tokens + eod, loss on all of them;
+* with ``preference=True`` only preference pairs (``conversations``: the turns
+  up to the last human turn; the string ``chosen`` and ``rejected`` replies;
+  from ``tools/curate.py --preference-output``) -> TWO documents, the prompt with the
   chosen reply then the prompt with the rejected reply (loss on the reply; the
   image stored in both), written or skipped together: document 2i is pair i's
   chosen side, 2i+1 its rejected side (`data.preference.PreferencePairs` reads

@@ -1,13 +1,9 @@
 """LLaVA records -> prompts -> candidate records (SICOG stage 2), in process.
 
 `generate_candidates(model, tokenizer, records, options)` yields, batch by
-batch, one candidate record per input::
-
-    {"id", "image", "task": "caption"|"reasoning", "prompt", "candidates": [...], "reference"?,
-     "provenance": {checkpoint, mode, prompt_template, sampling, seed, ...}}
-
+batch, one candidate record per input (its format: `megatron_sicog.records`).
 ``provenance`` is `records.generation_provenance` (``options.checkpoint`` names
-the weights); candidate k of a record is its k-th list entry.
+the weights).
 
 * ``options.mode`` (cod | caption | cot | answer) picks the human turn from
   `megatron_sicog.prompts.build_prompt`; cot/answer need a question: the
