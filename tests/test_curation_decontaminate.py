@@ -32,18 +32,11 @@ def resize(a: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(a).resize((size, size), Image.Resampling.BILINEAR))
 
 
-def index_of(*images):
-    idx = ExclusionIndex.build([])
+def index_of(*images, **limits):
+    idx = ExclusionIndex.build([], **limits)
     for k, im in enumerate(images):
         idx.add_image(im, f"x:{k}")
-    return _freeze(idx)
-
-
-def _freeze(idx):
-    idx._d = np.array(idx.dhashes, dtype=np.uint64)
-    idx._p = np.array(idx.phashes, dtype=np.uint64)
-    idx._c = np.array(idx.colours, dtype=np.float32).reshape(len(idx.colours), 48)
-    return idx
+    return idx.freeze()
 
 
 def test_hashes_match_reencoded_and_resized_copies_not_other_images():
@@ -59,6 +52,55 @@ def test_hashes_match_reencoded_and_resized_copies_not_other_images():
     # grey structure alone is not enough: the same layout in other colours is another picture
     recoloured = np.ascontiguousarray(255 - a)
     assert idx.image_match(recoloured) is None and idx.image_match(b) is None
+
+
+def _obj(size, colour, texture, shape, row, col):
+    return {"shape": shape, "colour": colour, "size": size, "texture": texture, "row": row, "col": col}
+
+
+def _dot(colour, side, offset):
+    return {"colour": colour, "side": side, "offset": offset}
+
+
+# pairs of the tiny demo's world (seed 1234: an unlabelled scene and the held-out scene whose 8x8 hashes and
+# 4x4 colour thumbnail it matched): distinct scenes that the 16x16 check tells apart
+DEMO_PAIRS = [
+    (("gray", [_obj("small", "green", "dotted", "square", 0, 2)], None),
+     ("gray", [_obj("small", "red", "striped", "triangle", 0, 2)], None)),
+    (("gray", [_obj("small", "red", "solid", "triangle", 1, 0)], None),
+     ("gray", [_obj("large", "purple", "dotted", "diamond", 1, 0)], None)),
+    (("white", [_obj("large", "green", "solid", "circle", 0, 2)], None),
+     ("white", [_obj("large", "purple", "striped", "circle", 0, 2)], None)),
+    (("black", [_obj("large", "blue", "solid", "triangle", 0, 0), _obj("small", "red", "striped", "square", 2, 1)], None),
+     ("black", [_obj("large", "yellow", "solid", "triangle", 0, 0), _obj("small", "purple", "solid", "diamond", 2, 1)],
+      None)),
+    (("white", [_obj("small", "red", "solid", "square", 0, 1)], _dot("orange", "bottom", 0.279)),
+     ("white", [_obj("small", "blue", "solid", "triangle", 0, 1)], _dot("orange", "bottom", 0.267))),
+]
+
+
+def render(background, objects, marginal):
+    from megatron_sicog.synthetic.render import render_scene
+    from megatron_sicog.synthetic.scene import Scene
+
+    return np.asarray(render_scene(Scene.from_dict({"background": background, "objects": objects,
+                                                    "marginal": marginal}), 64))
+
+
+def test_distinct_demo_scenes_are_not_copies_but_their_reencodes_are():
+    for held, other in DEMO_PAIRS:
+        a, b = render(*held), render(*other)
+        # the hashes and the 4x4 colour thumbnail alone (no 16x16 check) call them copies
+        assert index_of(a, max_cell=255).image_match(b) == ("near_image", "x:0")
+        idx = index_of(a)
+        assert idx.image_match(b) is None
+        for copy in (jpeg(a, 75), jpeg(a, 90), resize(a, 32), resize(a, 48), resize(a, 160),
+                     jpeg(resize(a, 224), 80)):
+            assert idx.image_match(copy) == ("near_image", "x:0")
+    # the known limit: a texture is all that differs (dots of 4-pixel period on a large square)
+    solid = render("white", [_obj("large", "purple", "solid", "square", 2, 1)], None)
+    dotted = render("white", [_obj("large", "purple", "dotted", "square", 2, 1)], None)
+    assert index_of(solid).image_match(dotted) == ("near_image", "x:0")
 
 
 def test_questions_normalise_and_come_out_of_prompts():

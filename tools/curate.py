@@ -89,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="perceptual match: dHash and pHash Hamming distances <= this (of 64; default 6)")
     g.add_argument("--exclude-max-colour", type=float, default=None,
                    help="perceptual match: 4x4 RGB thumbnails differ by <= this (mean absolute, default 16)")
+    g.add_argument("--exclude-max-cell", type=float, default=None,
+                   help="perceptual match: no cell of the 16x16 RGB thumbnails differs by more (default 40)")
     p.add_argument("--require-format", action="store_true",
                    help="drop candidates that do not follow the CoD (caption) / CoT (reasoning) steps")
     p.add_argument("--min-candidates", type=int, default=2,
@@ -170,6 +172,7 @@ def main(argv=None) -> int:
             keep_fraction=args.keep_fraction, exclude=args.exclude, image_root=args.image_root,
             exclude_image_root=args.exclude_image_root, exclude_match=args.exclude_match,
             exclude_max_distance=args.exclude_max_distance, exclude_max_colour=args.exclude_max_colour,
+            exclude_max_cell=args.exclude_max_cell,
             audit=args.audit,
         )
     except (FileNotFoundError, ValueError) as e:

@@ -380,6 +380,7 @@ def curate(
     exclude_match: Sequence[str] = ("image", "question"),
     exclude_max_distance: Optional[int] = None,
     exclude_max_colour: Optional[float] = None,
+    exclude_max_cell: Optional[float] = None,
     audit: Sequence[PathLike] = (),
 ) -> CurationResult:
     """Curate candidate files into LLaVA records; returns the summary and paths.
@@ -456,13 +457,14 @@ def curate(
     curator = Curator(config, scorer_obj, labels)
     exclusion = None
     if exclude:
-        from megatron_sicog.curation.decontaminate import (DEFAULT_MAX_COLOUR, DEFAULT_MAX_DISTANCE,
-                                                           ExclusionIndex)
+        from megatron_sicog.curation.decontaminate import (DEFAULT_MAX_CELL, DEFAULT_MAX_COLOUR,
+                                                           DEFAULT_MAX_DISTANCE, ExclusionIndex)
 
         exclusion = ExclusionIndex.build(
             list(exclude), exclude_image_root, exclude_match,
             DEFAULT_MAX_DISTANCE if exclude_max_distance is None else exclude_max_distance,
-            DEFAULT_MAX_COLOUR if exclude_max_colour is None else exclude_max_colour)
+            DEFAULT_MAX_COLOUR if exclude_max_colour is None else exclude_max_colour,
+            DEFAULT_MAX_CELL if exclude_max_cell is None else exclude_max_cell)
     excluded_examples: list[dict] = []
     stats = CurationStats()
     errors: list[dict] = list(labels.errors) if labels is not None else []
