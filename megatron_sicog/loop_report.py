@@ -83,15 +83,27 @@ def format_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def benchmark_rows(results: dict) -> list[str]:
+    """The rows of the benchmark-format table: every model of the main table (later rounds included), then
+    any other model with benchmark results (the scaling curve's ``sicog_25pct``, ...), in their order."""
+    bench = results.get("benchmarks") or {}
+    rows = _model_rows(results)
+    return rows + [k for k in bench if k not in rows]
+
+
 def format_benchmarks(results: dict) -> str:
-    """The benchmark-format exports: MMBench-style CircularEval (and per-row) accuracy, POPE accuracy / F1."""
+    """The benchmark-format exports: MMBench-style CircularEval (and per-row) accuracy, POPE accuracy / F1; a
+    model of the main table without benchmark results gets a row that says so."""
     bench = results.get("benchmarks") or {}
     if not bench:
         return ""
     lines = [f"{'model':<12} {'MMB circ.':>9} {'MMB rows':>9} {'unmatched':>9} {'POPE acc':>9} {'POPE F1':>9} "
              f"{'yes ratio':>9}", "-" * 72]
-    for k, r in bench.items():
-        m, p = r["MMBench_tiny"], r["POPE_tiny"]
+    for k in benchmark_rows(results):
+        if k not in bench:
+            lines.append(f"{k:<12} {'(no benchmark results)':>29}")
+            continue
+        m, p = bench[k]["MMBench_tiny"], bench[k]["POPE_tiny"]
         lines.append(f"{k:<12} {m['overall']:>9.3f} {m['per_row']:>9.3f} {m['unmatched_rate']:>9.3f} "
                      f"{p['accuracy']:>9.3f} {p['f1']:>9.3f} {p['yes_ratio']:>9.3f}")
     return "\n".join(lines)

@@ -150,6 +150,13 @@ def test_benchmark_stage_command_and_table(tmp_path):
     table = format_benchmarks({"benchmarks": {"sicog": res}})
     assert table.splitlines()[-1].split() == ["sicog", "0.250", "0.500", "0.100", "0.750", "0.800", "0.600"]
     assert format_benchmarks({}) == ""
+    # --rounds 2 / --scaling: every evaluated model has a row, in the main table's order, then the scaling points
+    scores = {"accuracy": 0.5, "caption_score": 0.5}
+    many = {k: dict(scores) for k in ("base", "stage1", "baseline", "sicog", "sicog_r2", "baseline_r2")}
+    many.update(rounds=[{"round": 2}], benchmarks={k: res for k in ("sicog_r2", "sicog", "sicog_25pct", "stage1")})
+    rows = [ln.split()[0] for ln in format_benchmarks(many).splitlines()[2:]]
+    assert rows == ["base", "stage1", "baseline", "sicog", "baseline_r2", "sicog_r2", "sicog_25pct"]
+    assert "(no benchmark results)" in format_benchmarks(many).splitlines()[2]
     assert "benchmarks_sicog" not in _stages(Loop(LoopConfig(output_dir=str(tmp_path / "o2"), benchmark_images=0)))
 
 
