@@ -3,7 +3,7 @@
 For each case ``name=CKPT_DIR:TP:PP`` the 2 processes set up TP x PP model
 parallel groups, build this stage's model from the checkpoint's ModelArgs,
 load the checkpoint (`load_model_weights`, resharding if needed) and run the
-shared text+image input forward. PP=2 hands the first stage's hidden states to
+shared text+image input forward (tiled checkpoints: with the inputs' ``image_sizes``). PP=2 hands the first stage's hidden states to
 the last stage with a point-to-point send. The last stage's TP rank 0 writes
 ``OUT/NAME.pt`` = logits over the true vocabulary.
 """
@@ -21,7 +21,7 @@ from megatron_sicog.training.checkpointing import load_model_weights, model_args
 from tests.conversion_helpers import causal_mask
 
 
-def logits_for(ckpt: str, tp: int, pp: int, ids: torch.Tensor, images: torch.Tensor):
+def logits_for(ckpt: str, tp: int, pp: int, ids: torch.Tensor, images: torch.Tensor, image_sizes=None):
     parallel_state.destroy_model_parallel()
     parallel_state.initialize_model_parallel(tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp)
     args = model_args_from_dict(read_meta(ckpt)["model_args"])
@@ -31,11 +31,11 @@ def logits_for(ckpt: str, tp: int, pp: int, ids: torch.Tensor, images: torch.Ten
     mask = causal_mask(*ids.shape)
     with torch.no_grad():
         if pp == 1:
-            out = model(ids, pos, mask, images=images, runtime_gather_output=True)
+            out = model(ids, pos, mask, images=images, runtime_gather_output=True, image_sizes=image_sizes)
         else:
             assert pp == 2 and dist.get_world_size() == 2, "this worker runs PP=2 on exactly 2 processes"
             if parallel_state.is_pipeline_first_stage():
-                hidden = model(ids, pos, mask, images=images)
+                hidden = model(ids, pos, mask, images=images, image_sizes=image_sizes)
                 dist.send(hidden.contiguous(), dst=1)
                 return None
             hidden = torch.empty(ids.shape[1], ids.shape[0], args.language.hidden_size)
@@ -58,7 +58,7 @@ def main():
     for case in a.cases:
         name, spec = case.split("=", 1)
         ckpt, tp, pp = spec.rsplit(":", 2)
-        logits = logits_for(ckpt, int(tp), int(pp), inp["ids"], inp["images"])
+        logits = logits_for(ckpt, int(tp), int(pp), inp["ids"], inp["images"], inp.get("image_sizes"))
         if logits is not None:
             torch.save(logits, Path(a.out_dir) / f"{name}.pt")
         dist.barrier()

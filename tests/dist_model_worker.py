@@ -5,6 +5,9 @@ Each process first builds the model at TP=1, PP=1 (world of 2 = data parallel
 micro-batches, and records loss and full gradients. Then it rebuilds the model
 at the requested TP/PP from the *same full weights*, runs the same schedule
 (1F1B at PP>1), gathers loss and gradients, and rank 0 writes both to a file.
+``--tiled``: the model tiles its images (LLaVA-NeXT grids of 64 px tiles) and the
+micro-batches hold images of several aspect ratios, so rows and micro-batches carry
+different numbers of views and image tokens.
 """
 import argparse
 import sys
@@ -41,6 +44,32 @@ def make_microbatches(args, n_mb, mbs, seq):
     return out
 
 
+def make_tiled_microbatches(args, n_mb, mbs, seq):
+    """Micro-batches whose images (uint8, several aspect ratios) tile into different grids and token counts."""
+    import numpy as np
+
+    from megatron_sicog.data.tiling import tiling_for
+
+    tiling = tiling_for(args.vision)
+    rng = np.random.default_rng(7)
+    shapes = [(50, 140), (150, 60), (100, 110), (30, 70), (90, 40)]
+    out, k = [], 0
+    for _ in range(n_mb):
+        samples = []
+        for j in range(mbs):
+            h, w = shapes[k % len(shapes)]
+            k += 1
+            budget = seq - tiling.num_tokens(h, w) - 2
+            toks = rng.integers(10, args.language.vocab_size, int(rng.integers(10, budget)))
+            toks = np.concatenate([toks[:3], [args.image_token_id], toks[3:]]).astype(np.int64)
+            mask = (np.arange(len(toks)) > 3).astype(np.uint8)
+            samples.append({"tokens": toks, "loss_mask": mask,
+                            "images": [rng.integers(0, 256, (h, w, 3), dtype=np.uint8)]})
+        out.append(collate(samples, seq, args.image_token_id, args.vision.num_image_tokens, pad_id=0,
+                           tiling=tiling))
+    return out
+
+
 def run(args, tp, pp, batches, full_sd, seq, mbs):
     parallel_state.destroy_model_parallel()
     parallel_state.initialize_model_parallel(tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp)
@@ -69,12 +98,19 @@ def main():
     p.add_argument("--pp", type=int, default=1)
     p.add_argument("--micro-batches", type=int, default=2)
     p.add_argument("--out", required=True)
+    p.add_argument("--tiled", action="store_true")
     a = p.parse_args()
     runtime.init_distributed(1, 1, seed=1234)
     args = PRESETS["tiny"].replace()
     args.language.vocab_size = 1000  # not a multiple of 64*tp: exercises vocab padding
     seq, mbs = 64, 2
-    batches = make_microbatches(args, a.micro_batches, mbs, seq)
+    if a.tiled:
+        s = args.vision.image_size
+        args.vision.image_grid_pinpoints = [[s, 2 * s], [2 * s, s], [2 * s, 2 * s], [s, s]]
+        seq = 128
+        batches = make_tiled_microbatches(args, a.micro_batches, mbs, seq)
+    else:
+        batches = make_microbatches(args, a.micro_batches, mbs, seq)
     ref_loss, ref_sd, ref_grads = run(args, 1, 1, batches, None, seq, mbs)
     loss, sd, grads = run(args, a.tp, a.pp, batches, ref_sd, seq, mbs)
     if torch.distributed.get_rank() == 0:

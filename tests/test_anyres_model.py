@@ -46,6 +46,20 @@ def _samples(rng):
     return out
 
 
+def _hf_logits(hf, batch, tiling):
+    """transformers' logits of a tiled Batch (its views regrouped per image, zero-padded as the processor does)."""
+    views = list(batch.images.split([tiling.num_views(h, w) for h, w in batch.image_sizes.tolist()]))
+    most = max(v.shape[0] for v in views)
+    padded = torch.stack([torch.cat([v, v.new_zeros(most - v.shape[0], *v.shape[1:])]) for v in views])
+    with torch.no_grad():
+        return hf(input_ids=batch.input_ids, pixel_values=padded, image_sizes=batch.image_sizes).logits.float()
+
+
+def _real_lengths(batch):
+    """Positions of each row before its padding (pad id 0; the samples' ids are never 0)."""
+    return (batch.input_ids != 0).sum(1).tolist()
+
+
 def test_tiled_batch_logits_equal_llava_next_and_round_trip(mcore, converted, tmp_path):
     from megatron_sicog.conversion.hf_export import export_hf
     from megatron_sicog.conversion.hf_import import import_hf
@@ -70,7 +84,7 @@ def test_tiled_batch_logits_equal_llava_next_and_round_trip(mcore, converted, tm
     is_img = batch.input_ids == IMAGE_TOKEN
     assert is_img.sum(1).tolist() == [counts[0], counts[1] + counts[2]]
     assert not (batch.loss_mask.bool() & (batch.labels == IMAGE_TOKEN)).any()
-    n_real = [3 + counts[0] + 6 - 1, 2 + counts[1] + 4 + counts[2] + 3 - 1]  # inputs are tokens[:-1]
+    n_real = [3 + counts[0] + 6, 2 + counts[1] + 4 + counts[2] + 3]  # expanded rows, then padding
     assert batch.loss_mask.sum(1).tolist() == [3 + 6 - 1.0, 2 + 4 + 3 - 1.0]  # text targets only
 
     model = build_model(args).eval()
@@ -78,10 +92,8 @@ def test_tiled_batch_logits_equal_llava_next_and_round_trip(mcore, converted, tm
     with torch.no_grad():
         ours = model(batch.input_ids, batch.position_ids, batch.attention_mask, images=batch.images,
                      image_sizes=batch.image_sizes, runtime_gather_output=True)[..., :VOCAB].float()
-        views = list(batch.images.split([tiling.num_views(h, w) for h, w in SIZES]))
-        most = max(v.shape[0] for v in views)
-        padded = torch.stack([torch.cat([v, v.new_zeros(most - v.shape[0], *v.shape[1:])]) for v in views])
-        ref = hf(input_ids=batch.input_ids, pixel_values=padded, image_sizes=batch.image_sizes).logits.float()
+    ref = _hf_logits(hf, batch, tiling)
+    assert _real_lengths(batch) == n_real
     for row, n in enumerate(n_real):
         diff = (ours[row, :n] - ref[row, :n]).abs().max().item()
         assert diff < 1e-4, (row, diff)
@@ -119,3 +131,38 @@ def test_verify_passes_on_three_aspect_ratios_and_fails_perturbed(mcore, convert
         tool.main(verify + ["--hf-path", str(bad)])
     assert e.value.code == 1
     assert "FAILED" in capsys.readouterr().out.splitlines()[-1]
+
+
+def test_tp2_and_pp2_conversion_logits_equal_and_round_trip_is_exact(mcore, converted, tmp_path):
+    from transformers import LlavaNextForConditionalGeneration
+
+    from megatron_sicog.conversion.hf_export import export_hf
+    from megatron_sicog.conversion.hf_import import import_hf
+    from megatron_sicog.data.tiling import tiling_for
+    from megatron_sicog.model.batch import collate
+    from megatron_sicog.training.checkpointing import model_args_from_dict, read_meta
+    from tests.helpers import torchrun
+
+    d, hf = converted
+    cases = [(f"tp{tp}_pp{pp}", import_hf(tmp_path / f"tp{tp}_pp{pp}", tp, pp, hf_path=d / "hf", progress=False),
+              tp, pp) for tp, pp in ((2, 1), (1, 2))]
+    args = model_args_from_dict(read_meta(cases[0][1])["model_args"])
+    tiling = tiling_for(args.vision)
+    batch = collate(_samples(np.random.default_rng(1)), seq_length=400, image_token_id=IMAGE_TOKEN,
+                    num_image_tokens=args.vision.num_image_tokens, pad_id=0, tiling=tiling)
+    torch.save({"ids": batch.input_ids, "images": batch.images, "image_sizes": batch.image_sizes},
+               tmp_path / "inputs.pt")
+    (tmp_path / "logits").mkdir()
+    torchrun(REPO / "tests" / "dist_conversion_worker.py", "--inputs", str(tmp_path / "inputs.pt"), "--out-dir",
+             str(tmp_path / "logits"), *[f"{name}={ckpt}:{tp}:{pp}" for name, ckpt, tp, pp in cases])
+    ref = _hf_logits(hf, batch, tiling)
+    for name, ckpt, tp, pp in cases:
+        out = torch.load(tmp_path / "logits" / f"{name}.pt")
+        for row, n in enumerate(_real_lengths(batch)):
+            diff = (out[row, :n] - ref[row, :n]).abs().max().item()
+            assert diff < 1e-4, (name, row, diff)
+        back = LlavaNextForConditionalGeneration.from_pretrained(str(export_hf(ckpt, tmp_path / f"back_{name}",
+                                                                               progress=False)))
+        sd0, sd1 = hf.state_dict(), back.state_dict()
+        assert sd0.keys() == sd1.keys()
+        assert [k for k in sd0 if not torch.equal(sd0[k], sd1[k])] == [], name

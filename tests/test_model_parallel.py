@@ -35,3 +35,13 @@ def test_tensor_parallel_2_equals_tp1(tmp_path):
 def test_pipeline_parallel_2_1f1b_equals_pp1(tmp_path):
     torchrun(WORKER, "--pp", "2", "--micro-batches", "3", "--out", str(tmp_path / "pp2.pt"))
     _compare(tmp_path / "pp2.pt")
+
+
+@pytest.mark.parametrize("tp,pp", [(2, 1), (1, 2)])
+def test_tiled_images_tp2_and_pp2_equal_tp1(tmp_path, tp, pp):
+    """Batches whose rows hold images of different grids (LLaVA-NeXT tiling): same loss and gradients,
+    image_newline's among them."""
+    out = tmp_path / f"tiled_tp{tp}_pp{pp}.pt"
+    torchrun(WORKER, "--tp", str(tp), "--pp", str(pp), "--micro-batches", "3", "--tiled", "--out", str(out))
+    d = _compare(out)
+    assert "image_newline" in d["ref_grads"]

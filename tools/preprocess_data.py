@@ -59,6 +59,7 @@ import time
 from megatron_sicog.data.chat_template import TEMPLATES
 from megatron_sicog.data.preprocess import (
     ConvertConfig,
+    checkpoint_tiling,
     convert_chunk,
     init_pool_worker,
     init_worker,
@@ -91,6 +92,9 @@ def get_args(argv=None) -> argparse.Namespace:
     g.add_argument("--seq-length", type=int, default=None, help="longest sample (tokens, images expanded)")
     g.add_argument("--image-seq-length", type=int, default=1,
                    help="tokens one image occupies after the trainer expands it (for --seq-length)")
+    g.add_argument("--tiling-checkpoint", default=None,
+                   help="a checkpoint whose model tiles its images (LLaVA-NeXT): each image counts the tokens its "
+                        "tiling expands it to, by its size, instead of --image-seq-length")
     g.add_argument("--overlong", choices=["truncate", "drop"], default="truncate")
     g.add_argument("--preference", action="store_true",
                    help="records are DPO preference pairs (chosen / rejected): two documents each")
@@ -174,7 +178,8 @@ def run(args: argparse.Namespace) -> dict:
         image_processing=(stored_processing(args.image_processor, args.image_size)
                           if args.image_processor else None),
         seq_length=args.seq_length, overlong=args.overlong,
-        image_seq_length=args.image_seq_length, preference=args.preference))
+        image_seq_length=args.image_seq_length, preference=args.preference,
+        tiling=checkpoint_tiling(args.tiling_checkpoint) if args.tiling_checkpoint else None))
     tasks = (t for p in args.input
              for t in input_chunks(p, args.chunk_size, args.shard_index, args.num_shards))
     total_bytes = shard_input_bytes(args.input, args.shard_index, args.num_shards)

@@ -17,6 +17,9 @@
   HxWx3], "segment_ids": int32[L]}``, tokens unexpanded (one image token per
   image). A sample longer than ``sequence_length`` is cut (images whose token
   is cut are dropped; needs ``image_token_id`` when it has images).
+* ``tiling`` (a `data.tiling.Tiling`): images expand by their size
+  (``Tiling.num_tokens``), for packing and cutting alike; the lengths are read once
+  at construction from the stored images' headers (no pixels are decoded).
 * `build_train_valid_datasets(data_path, seq_length, seed, num_train_samples,
   num_valid_samples, split="98,2", pack=False, ...)` is what the trainer calls.
 """
@@ -48,6 +51,7 @@ class SICOGDatasetConfig(BlendedMegatronDatasetConfig):
     image_seq_length: int = 1          # tokens per image after the trainer expands it
     image_token_id: Optional[int] = None
     decode_images: bool = True         # False: "images" holds the stored bytes
+    tiling: Optional[object] = None    # data.tiling.Tiling: each image expands to tiling.num_tokens(h, w)
 
 
 def pack_greedy(order: np.ndarray, lengths: np.ndarray, capacity: int) -> np.ndarray:
@@ -68,15 +72,19 @@ def pack_greedy(order: np.ndarray, lengths: np.ndarray, capacity: int) -> np.nda
     return np.asarray(bounds, dtype=np.int64)
 
 
-def truncate_sample(sample: dict, limit: int, image_seq_length: int, image_token_id: Optional[int]) -> dict:
-    """Cut a sample to `limit` expanded tokens (`length.fit_prefix`)."""
+def truncate_sample(sample: dict, limit: int, image_seq_length: int, image_token_id: Optional[int],
+                    tiling=None) -> dict:
+    """Cut a sample to `limit` expanded tokens (`length.fit_prefix`); with `tiling`, images by their size."""
     tokens, images = sample["tokens"], sample["images"]
-    if expanded_length(len(tokens), len(images), image_seq_length) <= limit:
+    per_image = image_seq_length if tiling is None else tiling.tokens_of(images)
+    length = (expanded_length(len(tokens), len(images), image_seq_length) if tiling is None
+              else len(tokens) + sum(per_image) - len(images))
+    if length <= limit:
         return sample
     if images and image_token_id is None:
         raise ValueError("a sample with images is longer than sequence_length: "
                          "set image_token_id in the dataset config to truncate it")
-    keep, n_img = fit_prefix(tokens, limit, image_token_id if images else None, image_seq_length)
+    keep, n_img = fit_prefix(tokens, limit, image_token_id if images else None, per_image)
     return {"tokens": tokens[:keep], "loss_mask": sample["loss_mask"][:keep],
             "images": images[:n_img], "segment_ids": sample["segment_ids"][:keep]}
 
@@ -91,7 +99,10 @@ class SICOGDataset(MegatronDataset):
         if len(indices) == 0 and num_samples:
             raise ValueError(f"{dataset_path}: the {index_split.name} split has no documents but "
                              f"{num_samples} samples were requested (check --split)")
-        self.lengths = expanded_length(dataset.num_tokens, dataset.num_images, config.image_seq_length)
+        if config.tiling is None:
+            self.lengths = expanded_length(dataset.num_tokens, dataset.num_images, config.image_seq_length)
+        else:
+            self.lengths = tiled_lengths(dataset, config.tiling)
         seed_parts = [config.random_seed, zlib.crc32(Path(dataset_path).name.encode()), index_split.value]
         target = num_samples if num_samples else None
         orders, bounds, n_seq, epoch = [], [], 0, 0
@@ -144,7 +155,8 @@ class SICOGDataset(MegatronDataset):
             s["segment_ids"] *= k
             parts.append(s)
         if len(parts) == 1:
-            return truncate_sample(parts[0], cfg.sequence_length, cfg.image_seq_length, cfg.image_token_id)
+            return truncate_sample(parts[0], cfg.sequence_length, cfg.image_seq_length, cfg.image_token_id,
+                                   cfg.tiling)
         return {key: np.concatenate([p[key] for p in parts]) for key in ("tokens", "loss_mask", "segment_ids")} | {
             "images": [im for p in parts for im in p["images"]]}
 
@@ -159,6 +171,14 @@ class SICOGDataset(MegatronDataset):
         return {"samples": n_docs, "sequences": n_seq, "tokens": tokens,
                 "padding_unpacked": pad_unpacked, "padding_packed": pad_packed,
                 "padding_saved": (1 - pad_packed / pad_unpacked) if pad_unpacked else 0.0}
+
+
+def tiled_lengths(reader: SampleReader, tiling) -> np.ndarray:
+    """Expanded length of every document when its images are tiled (image headers read, not decoded)."""
+    out = np.asarray(reader.num_tokens, dtype=np.int64).copy()
+    for i in np.flatnonzero(np.asarray(reader.num_images)):
+        out[i] += sum(n - 1 for n in tiling.tokens_of(reader.image_bytes(int(i))))
+    return out
 
 
 def parse_data_path(data_path: Union[str, Sequence[str]]):
@@ -178,12 +198,12 @@ def build_train_valid_datasets(data_path: Union[str, Sequence[str]], seq_length:
                                num_train_samples: int, num_valid_samples: int, split: str = "98,2",
                                pack: bool = False, image_seq_length: int = 1,
                                image_token_id: Optional[int] = None, path_to_cache: Optional[str] = None,
-                               decode_images: bool = True):
+                               decode_images: bool = True, tiling=None):
     """(train, valid) datasets for ``--data-path`` with weights; valid is None for an empty split."""
     config = SICOGDatasetConfig(
         random_seed=seed, sequence_length=seq_length, blend=parse_data_path(data_path), split=split,
         path_to_cache=path_to_cache, pack=pack, image_seq_length=image_seq_length,
-        image_token_id=image_token_id, decode_images=decode_images)
+        image_token_id=image_token_id, decode_images=decode_images, tiling=tiling)
     sizes = [num_train_samples, num_valid_samples, 0]
     train, valid, _ = BlendedMegatronDatasetBuilder(SICOGDataset, sizes, lambda: True, config).build()
     return train, valid

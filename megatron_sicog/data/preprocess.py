@@ -63,6 +63,7 @@ class ConvertConfig:
     seq_length: Optional[int] = None
     overlong: str = "truncate"         # or "drop"
     image_seq_length: int = 1          # tokens one image occupies after the trainer expands it
+    tiling: Optional[object] = None    # data.tiling.Tiling: an image occupies tiling.num_tokens(h, w) instead
     preference: bool = False           # records are chosen/rejected pairs: two documents each
     vocab_size: int = 0                # filled by `prepare`
     dtype: type = field(default=np.int32)
@@ -184,6 +185,17 @@ def stored_processing(spec: str, image_size: Optional[int] = None) -> ImageProce
     return proc
 
 
+def checkpoint_tiling(path: str):
+    """The `data.tiling.Tiling` of a checkpoint's model (UsageError when it takes one view per image)."""
+    from ..training.checkpointing import model_args_from_dict, read_meta
+    from .tiling import tiling_for
+
+    tiling = tiling_for(model_args_from_dict(read_meta(path)["model_args"]).vision)
+    if tiling is None:
+        raise UsageError(f"--tiling-checkpoint {path}: its model does not tile images (no image_grid_pinpoints)")
+    return tiling
+
+
 def _preference_turns(rec: dict) -> list[list[dict]]:
     """The chosen and the rejected conversation of a preference pair: prompt turns + the reply."""
     if not isinstance(rec.get("chosen"), str) or not isinstance(rec.get("rejected"), str):
@@ -240,14 +252,16 @@ def _dtype_limit(dtype) -> int:
 def _fit(cfg: ConvertConfig, ids: list, spans: list, images: list, image_id: Optional[int]):
     """Apply --seq-length / the dtype limit; returns (ids, spans, images, truncated)."""
     limit = _dtype_limit(cfg.dtype)
-    length = expanded_length(len(ids), len(images), cfg.image_seq_length)
+    per_image = cfg.image_seq_length if cfg.tiling is None else cfg.tiling.tokens_of(images)
+    length = (expanded_length(len(ids), len(images), cfg.image_seq_length) if cfg.tiling is None
+              else len(ids) + sum(per_image) - len(images))
     if cfg.seq_length is not None:
         limit = min(limit, cfg.seq_length)
     if length <= limit:
         return ids, spans, images, False
     if cfg.overlong == "drop" or cfg.seq_length is None:
         raise RecordSkip(f"over-long: {length} tokens > limit {limit}")
-    keep, n_img = fit_prefix(ids, limit, image_id if images else None, cfg.image_seq_length)
+    keep, n_img = fit_prefix(ids, limit, image_id if images else None, per_image)
     ids = ids[:keep]
     spans = [(s, min(e, keep)) for s, e in spans if s < keep]
     if not spans:

@@ -135,6 +135,10 @@ class Tiling:
         h, w = unpadded_shape(height, width, rows * g, cols * g)
         return (g * g if self.use_thumbnail else 0) + h * (w + 1)
 
+    def tokens_of(self, images: Sequence) -> list[int]:
+        """`num_tokens` of each image (HxWx3 arrays or encoded bytes: only the header is read)."""
+        return [self.num_tokens(*image_hw(im)) for im in images]
+
     def views(self, image: np.ndarray) -> list[np.ndarray]:
         """The uint8 S x S views of one HxWx3 image: [base,] tiles row-major."""
         from PIL import Image
@@ -181,6 +185,19 @@ class Tiling:
         cfg = self.to_hf()
         cfg.pop("image_processor_type")
         return llava_next_processor_class()(**cfg)
+
+
+def image_hw(image) -> tuple[int, int]:
+    """(height, width) of an HxWx3 array or of encoded image bytes (PIL reads the header, not the pixels)."""
+    if isinstance(image, np.ndarray) and image.ndim == 3:
+        return int(image.shape[0]), int(image.shape[1])
+    import io
+
+    from PIL import Image
+
+    data = image.tobytes() if isinstance(image, np.ndarray) else bytes(image)
+    with Image.open(io.BytesIO(data)) as im:
+        return im.height, im.width
 
 
 def processing_from_llava_next(cfg: dict, image_size: Optional[int] = None) -> tuple[ImageProcessing, list]:

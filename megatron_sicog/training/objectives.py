@@ -53,12 +53,14 @@ class LMObjective:
             train = EpochShuffledView(_mock(args, model_args, max(num_train, 64), args.seed), num_train, args.seed)
             return train, _mock(args, model_args, max(num_valid, 16), args.seed + 1)
         from megatron_sicog.data.dataset import build_train_valid_datasets
+        from megatron_sicog.data.tiling import tiling_for
 
         m = model_args
         return build_train_valid_datasets(
             args.data_path, seq_length=args.seq_length, seed=args.seed, num_train_samples=num_train,
             num_valid_samples=num_valid if args.eval_iters else 0, split=args.split, pack=args.pack_sequences,
-            image_seq_length=m.vision.num_image_tokens, image_token_id=m.image_token_id)
+            image_seq_length=m.vision.num_image_tokens, image_token_id=m.image_token_id,
+            tiling=tiling_for(m.vision))
 
     def collate(self, sample_collate):
         return sample_collate
