@@ -69,9 +69,9 @@ class LoopConfig(with_defaults(
     unlabelled_questions_per_image: int = 1
     image_size: int = 64
     max_objects: int = 3
-    # object colours of the annotated seed split ("" = every colour); the unlabelled pool and the held-out
+    # object colours of the annotated seed split ("" = all six); the unlabelled pool and the held-out
     # set always span all of them, so the seed covers less than what SICOG labels itself and is scored on
-    seed_colours: str = ""
+    seed_colours: str = "red,green,blue,yellow"
     tokenizer_vocab: int = 1000
     # the alignment captions' format: "plain" (LLaVA pre-training: <image> caption) or the chat template
     align_template: str = "plain"

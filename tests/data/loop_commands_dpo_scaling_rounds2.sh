@@ -3,7 +3,7 @@
 set -euo pipefail
 
 # data
-$PYTHON tools/make_synthetic_data.py --output-dir $OUT/data --seed 1234 --image-size 64 --max-objects 3 --num-align 2000 --num-seed 300 --num-unlabelled 1000 --num-eval 300 --unlabelled-questions-per-image 1 --exclude-scenes $REPO/examples/tiny/base/scene_keys.txt.gz
+$PYTHON tools/make_synthetic_data.py --output-dir $OUT/data --seed 1234 --image-size 64 --max-objects 3 --num-align 2000 --num-seed 300 --num-unlabelled 1000 --num-eval 300 --unlabelled-questions-per-image 1 --seed-colours red,green,blue,yellow --exclude-scenes $REPO/examples/tiny/base/scene_keys.txt.gz
 
 # benchmark_exports
 $PYTHON tools/make_benchmark_exports.py --eval $OUT/data/eval.jsonl --image-root $OUT/data --output-dir $OUT/data/benchmarks --num-images 40 --seed 1234

@@ -3,7 +3,7 @@
 set -euo pipefail
 
 # data
-$PYTHON tools/make_synthetic_data.py --output-dir $OUT/data --seed 1234 --image-size 64 --max-objects 3 --num-align 2000 --num-seed 300 --num-unlabelled 1000 --num-eval 300 --unlabelled-questions-per-image 1
+$PYTHON tools/make_synthetic_data.py --output-dir $OUT/data --seed 1234 --image-size 64 --max-objects 3 --num-align 2000 --num-seed 300 --num-unlabelled 1000 --num-eval 300 --unlabelled-questions-per-image 1 --seed-colours red,green,blue,yellow
 
 # tokenizer
 $PYTHON tools/train_tokenizer.py --input $OUT/data/align.jsonl $OUT/data/seed.jsonl --output-prefix $OUT/tokenizer/sp --vocab-size 1000
