@@ -46,11 +46,9 @@ from pathlib import Path
 
 from megatron_sicog.guards import (UsageError, add_debug_flag, add_image_root_flags,
                                    add_overwrite_flag, check_outputs, cli)
-from megatron_sicog.io import atomic_path, dumps, iter_records, loads
+from megatron_sicog.generation.inputs import done_ids, iter_inputs, shard
+from megatron_sicog.io import dumps
 from megatron_sicog.training.checkpointing import add_allow_pickle_flag
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff")
-log = logging.getLogger("generate_candidates")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -143,70 +141,6 @@ def check_args(a) -> None:
     check_outputs({"--input": a.input or []}, {"--output": a.output}, overwrite=a.overwrite, resume=a.resume)
 
 
-# -- inputs ------------------------------------------------------------------------
-def iter_inputs(a):
-    """(where, record | RecordError) over --input files, or one record per image under --image-root."""
-    if a.input:
-        for path in a.input:
-            for line, rec in iter_records(path):
-                yield f"{path}:{line}", rec
-        return
-    root = Path(a.image_root)
-    if not root.is_dir():
-        raise SystemExit(f"--image-root {root} is not a directory")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-    for i, f in enumerate(files, start=1):
-        rel = f.relative_to(root).as_posix()
-        yield f"{root}:{i}", {"id": rel, "image": rel}
-
-
-def shard(stream, index: int, count: int, limit=None):
-    n = 0
-    for i, item in enumerate(stream):
-        if i % count == index:
-            yield item
-            n += 1
-            if limit is not None and n >= limit:
-                return
-
-
-def done_ids(path: Path) -> set:
-    """Ids already written. Damaged lines (a partial last line of a killed run, a line that is not a
-    candidate record) are removed from the file, atomically, and their records are redone."""
-    if not path.exists():
-        return set()
-    data = path.read_bytes()
-    lines = data.split(b"\n")
-    out, keep, damaged = set(), [], []
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            rec = loads(line)
-            rid = str(rec["id"])
-            if not isinstance(rec.get("candidates"), list):
-                raise ValueError("no 'candidates' list")
-        except Exception as e:  # noqa: BLE001 - a damaged line: its record is generated again
-            damaged.append(f"{lineno} ({str(e).splitlines()[0][:80] if str(e) else type(e).__name__})")
-            continue
-        out.add(rid)
-        keep.append(line)
-    if damaged or (data and not data.endswith(b"\n")):
-        write_lines_atomic(path, keep)
-        if damaged:
-            log.warning(f"{path}: removed {len(damaged)} damaged line(s) (line {', '.join(damaged[:5])}); "
-                        "their records will be generated again")
-    return out
-
-
-def write_lines_atomic(path: Path, lines: list) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            for line in lines:
-                f.write(line + b"\n")
-            f.flush()
-            os.fsync(f.fileno())
-
 
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -264,7 +198,7 @@ def main(argv=None) -> int:
             err_f.flush()
 
     total_shards = a.num_shards * dp_size
-    stream = shard(iter_inputs(a), a.shard_index * dp_size + dp_rank, total_shards, a.limit)
+    stream = shard(iter_inputs(a.input, a.image_root), a.shard_index * dp_size + dp_rank, total_shards, a.limit)
     n_skipped = 0
 
     def pending():
