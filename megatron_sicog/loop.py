@@ -183,8 +183,6 @@ class Loop:
     def results(self, t0: float) -> dict:
         c = self.cfg
         results: dict = {name: self.scores(name) for name in self.models()}
-        if c.benchmark_images:
-            results["benchmarks"] = {name: self.benchmark_results(name) for name in self.models()}
         results["comparisons"] = self._comparisons([("stage1", "sicog"), ("baseline", "sicog"),
                                                    ("stage1", "baseline")])
         gen_tag = "_dpo" if self.dpo else ""
@@ -214,6 +212,9 @@ class Loop:
             results["rounds"] = rounds
         for name in names:
             results[name]["step_consistency"] = report.step_consistency(self.out / "gen", name)
+        if c.benchmark_images:  # every evaluated model: round 1, later rounds, then the scaling points
+            scaled = [f"sicog{tag}" for _, tag in _scaling_tags(c.scaling_fractions) if tag] if self.scaling else []
+            results["benchmarks"] = {name: self.benchmark_results(name) for name in names + scaled}
         results["seconds"] = round(time.perf_counter() - t0, 1)
         results["stage_seconds"] = {k: round(v, 1) for k, v in self.timings.items()}
         results["config"] = dataclasses.asdict(c)

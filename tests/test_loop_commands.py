@@ -52,3 +52,17 @@ def _write() -> None:
 
 if __name__ == "__main__" and sys.argv[1:] == ["--write"]:
     _write()
+
+
+def test_every_evaluated_model_has_its_benchmark_results(tmp_path, monkeypatch):
+    """summary.json's benchmarks cover round 1, the later rounds and the scaling points alike."""
+    import subprocess
+
+    from megatron_sicog.loop import Loop
+    from tests.loop_recorder import fake_tool, stub_analysis
+
+    monkeypatch.setattr(subprocess, "run", fake_tool)
+    stub_analysis(monkeypatch)
+    results = Loop(LoopConfig(output_dir=str(tmp_path / "out")), dpo=True, scaling=True, rounds=2).execute()
+    assert sorted(results["benchmarks"]) == sorted(
+        ["base", "stage1", "sicog", "baseline", "stage1_dpo", "sicog_r2", "baseline_r2", "sicog_25pct", "sicog_50pct"])
