@@ -1,11 +1,12 @@
 """``tools/convert_checkpoint.py verify``: passes on a faithful conversion, fails on a corrupted one.
 
-A tiny random SigLIP + tied Qwen2 LLaVA is imported at TP=2/PP=2 (verify loads
-it in one process, resharded) and exported by the project; verify against the
-export passes (logits within 1e-4, greedy tokens equal, the export's
-``preprocessor_config.json`` gives the checkpoint's pixels). A copy with one
-weight element perturbed fails on the logits, a copy whose processor has another
-mean fails on the pixels; both exit 1.
+A tiny random LLaVA of each family (CLIP + Qwen2, CLIP + tied Llama, CLIP +
+Llama-3.1 RoPE scaling, SigLIP + tied Qwen2.5-style) is imported at TP=2/PP=2
+(verify loads it in one process, resharded) and exported by the project: every
+tensor of the export equals the source's; verify against the export passes
+(logits within 1e-4, greedy tokens equal, the export's ``preprocessor_config.json``
+gives the checkpoint's pixels). A copy with one weight element perturbed fails on
+the logits, a copy whose processor has another mean fails on the pixels; both exit 1.
 """
 import json
 import runpy
@@ -13,6 +14,7 @@ import shutil
 from types import SimpleNamespace
 
 import pytest
+import torch
 from safetensors.torch import load_file, save_file
 
 from tests.conversion_helpers import make_hf_llava
@@ -25,13 +27,19 @@ def _tool():
     return SimpleNamespace(**runpy.run_path(str(REPO / "tools" / "convert_checkpoint.py"), run_name="convert_tool"))
 
 
-def test_verify_passes_on_the_export_and_fails_on_corrupted_copies(mcore, tmp_path, capsys):
+@pytest.mark.parametrize("family", ["qwen2", "llama", "llama3", "siglip"])
+def test_verify_passes_on_the_export_and_fails_on_corrupted_copies(mcore, tmp_path, capsys, family):
+    from transformers import LlavaForConditionalGeneration
+
     from megatron_sicog.conversion.hf_export import export_hf
     from megatron_sicog.conversion.hf_import import import_hf
 
-    make_hf_llava("siglip", tmp_path / "hf")
+    source = make_hf_llava(family, tmp_path / "hf").state_dict()
     ckpt = import_hf(tmp_path / "ckpt", 2, 2, hf_path=tmp_path / "hf", progress=False)
     out = export_hf(ckpt, tmp_path / "exported", progress=False)
+    back = LlavaForConditionalGeneration.from_pretrained(str(out)).state_dict()
+    assert back.keys() == source.keys()
+    assert not [k for k in source if not torch.equal(source[k], back[k])]  # the way back is exact
     tool = _tool()
     verify = ["verify", "--load", str(ckpt), "--max-new-tokens", "4", *PROMPTS]
 
