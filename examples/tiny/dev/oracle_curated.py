@@ -15,12 +15,10 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(REPO)) if str(REPO) not in sys.path else None
-
-from megatron_sicog import prompts  # noqa: E402
-from megatron_sicog.io import iter_records, write_jsonl_atomic  # noqa: E402
-from megatron_sicog.synthetic.splits import read_scene_keys, sample_splits  # noqa: E402
-from megatron_sicog.synthetic.text import cod_text  # noqa: E402
+from megatron_sicog import prompts
+from megatron_sicog.io import iter_records, write_jsonl_atomic
+from megatron_sicog.synthetic.splits import read_scene_keys, sample_splits
+from megatron_sicog.synthetic.text import cod_text
 
 
 def oracle_records(run: Path):
