@@ -285,3 +285,34 @@ def test_seed_colours_narrow_only_the_seed_split(tmp_path):
                           str(tmp_path / "x"), "--seed-colours", "red,teal"], capture_output=True, text=True)
     assert res.returncode == 2 and "--seed-colours: teal not among" in res.stderr
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("seed", [1234, pytest.param(777, marks=pytest.mark.slow)])
+def test_demo_world_holds_no_near_copy_of_a_held_out_image(seed):
+    """The demo's world (LoopConfig's data arguments, the base's scenes excluded): the decontaminator's
+    own rule (default thresholds, as tools/curate.py --exclude eval.jsonl applies it) finds no seed,
+    unlabelled or align image a copy of a held-out one, so the demo's decontamination drops 0 by
+    construction. At seed 1234 the draw without the check held 4 such unlabelled scenes and 3 align
+    ones (one dark object on a dark background, one shape, texture or size away from a held-out
+    scene): exactly those are redrawn."""
+    from megatron_sicog.curation.decontaminate import ExclusionIndex
+    from megatron_sicog.loop import LoopConfig
+    from megatron_sicog.synthetic.splits import read_scene_keys
+
+    c = LoopConfig()
+    root = Path(__file__).resolve().parent.parent
+    redrawn: dict = {}
+    splits = sample_splits(
+        {"eval": c.num_eval, "align": c.num_align, "seed": c.num_seed, "unlabelled": c.num_unlabelled}, seed,
+        {"unlabelled": c.unlabelled_questions_per_image}, c.max_objects,
+        exclude=read_scene_keys(root / c.base_model / "scene_keys.txt.gz"),
+        seed_colours=c.seed_colours.split(","), image_size=c.image_size, redrawn=redrawn)
+    index = ExclusionIndex()
+    for it in splits["eval"]:
+        index.add_image(np.asarray(render_scene(it.scene, c.image_size)), it.id)
+    index.freeze()
+    matches = [(it.id, index.image_match(np.asarray(render_scene(it.scene, c.image_size))))
+               for split in ("seed", "unlabelled", "align") for it in splits[split]]
+    assert [m for m in matches if m[1] is not None] == []
+    if seed == 1234:
+        assert redrawn == {"unlabelled": 4, "align": 3}

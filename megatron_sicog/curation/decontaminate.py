@@ -15,7 +15,8 @@ channel, of 255). The 8x8 hashes alone collide on distinct simple pictures:
 in the tiny demo's world (64-pixel shapes on flat backgrounds) 99 of 1,000
 unlabelled images passed both hashes and the 4x4 thumbnail against a held-out one, though every
 scene differs (another shape, size or texture of one object); the 16x16 check
-leaves 4 of them (a texture or a small object's shape is all that differs).
+leaves 4 of them (a texture, a size or a small object's shape is all that differs; the
+synthetic world now redraws such scenes, `synthetic.splits`, so the demo drops none).
 Copies of that world's 300 held-out images still match: 299 JPEG re-encodes
 at quality 90 and at 75, 274 at 50, 193 at 30, all 300 resized to 48, 336 or
 224 + JPEG, 299 at 32 pixels (tests/test_curation_decontaminate.py; crops are

@@ -40,6 +40,17 @@ re-pretraining fit the ~15 minute demo budget, while the unlabelled pool is
 scaling claim to be visible), and 200 eval images give accuracy with a
 standard error of about +-3.5 points.
 
+No split holds a near-copy of a held-out image: a scene of a later split whose
+rendered image the decontaminator (`curation.decontaminate.ExclusionIndex`,
+its default rule) would take for a copy of an eval image (a texture or a
+small object is all that differs) is redrawn from a side stream of its split
+(`seed`, split index, 1), so the pool's decontamination against ``eval.jsonl``
+drops nothing by construction, and every other scene is the one the split's
+own stream draws (on the demo's seed 1234: 4 unlabelled and 3 align scenes
+redrawn, each a single dark object on a dark background one shape, texture or
+size away from a held-out scene; ``manifest.json`` counts them under
+``near_copies_redrawn``).
+
 Every image is ``images/<id>.png``; ``scene_graphs.jsonl`` lists all of them
 with their split; ``manifest.json`` records the arguments, counts and
 response length statistics.
@@ -84,6 +95,16 @@ class Item:
         return f"{self.id}_q{k}"
 
 
+def _held_out_index(items: Sequence[Item], image_size: int):
+    """The decontaminator's index (default thresholds) over the rendered held-out images."""
+    from ..curation.decontaminate import ExclusionIndex
+
+    index = ExclusionIndex()
+    for it in items:
+        index.add_image(np.asarray(render_scene(it.scene, image_size)), it.id)
+    return index.freeze()
+
+
 def sample_splits(
     sizes: dict[str, int],
     seed: int,
@@ -92,9 +113,14 @@ def sample_splits(
     max_tries_per_item: int = 1000,
     exclude: Iterable[str] = (),
     seed_colours: Optional[Sequence[str]] = None,
+    image_size: int = 64,
+    redrawn: Optional[dict[str, int]] = None,
 ) -> dict[str, list[Item]]:
     """Scenes for every split, no scene key twice across all splits, none of the keys in `exclude`
-    (e.g. the scenes another world, such as the embedded base model's, was trained on).
+    (e.g. the scenes another world, such as the embedded base model's, was trained on), and no
+    scene after the eval split whose image at `image_size` pixels is a near-copy of an eval image
+    under the decontaminator's rule (such a scene is redrawn from the split's side stream; the
+    count per split goes into `redrawn` when given).
 
     `seed_colours` narrows the seed split to those object/dot colours (the others keep the world's
     full range): the annotated seed then covers less than the unlabelled pool and the held-out set,
@@ -102,33 +128,63 @@ def sample_splits(
 
     Each split draws from its own RNG stream (`seed`, split index), so a
     split's content depends on its own size and the splits sampled before it.
+    A redrawn scene and its questions come from the side stream (`seed`, split
+    index, 1), after the main stream has drawn the rejected scene's questions as
+    it would have, so the split's other scenes are the ones drawn without the check.
     """
     qpi = dict(QUESTIONS_PER_IMAGE, **(questions_per_image or {}))
     seen: set[str] = set(exclude)
     out: dict[str, list[Item]] = {}
+    held_out = None
     for index, split in enumerate(SPLIT_ORDER):
         n = int(sizes.get(split, 0))
         rng = np.random.default_rng([seed, index])
         colours = tuple(seed_colours) if split == "seed" and seed_colours else tuple(vocab.COLOURS)
         sampler = SceneSampler(rng, max_objects=max_objects, colours=colours)
+        side = None
         items: list[Item] = []
         tries = 0
-        while len(items) < n:
+
+        def fresh(s: SceneSampler) -> Optional[Scene]:
+            nonlocal tries
             tries += 1
             if tries > max_tries_per_item * max(n, 1):
                 raise RuntimeError(
                     f"could not sample {n} distinct scenes for split {split!r} "
                     f"({len(items)} found after {tries - 1} tries, {len(seen)} keys in use)"
                 )
-            scene = sampler.sample()
+            scene = s.sample()
             key = scene_key(scene)
             if key in seen:
-                continue
+                return None
             seen.add(key)
+            return scene
+
+        def near_copy(scene: Scene) -> bool:
+            return held_out is not None and held_out.image_match(
+                np.asarray(render_scene(scene, image_size))) is not None
+
+        while len(items) < n:
+            scene = fresh(sampler)
+            if scene is None:
+                continue
+            questions = make_questions(scene, rng, qpi[split])
+            if near_copy(scene):
+                if side is None:
+                    side = SceneSampler(np.random.default_rng([seed, index, 1]), max_objects=max_objects,
+                                        colours=colours)
+                scene = None
+                while scene is None or near_copy(scene):
+                    scene = fresh(side)
+                questions = make_questions(scene, side.rng, qpi[split])
+                if redrawn is not None:
+                    redrawn[split] = redrawn.get(split, 0) + 1
             item = Item(f"{ID_PREFIX[split]}_{len(items):05d}", split, scene)
-            item.questions = make_questions(scene, rng, qpi[split])
+            item.questions = questions
             items.append(item)
         out[split] = items
+        if split == "eval" and items:
+            held_out = _held_out_index(items, image_size)
     return out
 
 
@@ -227,8 +283,9 @@ def write_splits(
     """Sample, render and write every split under `out_dir`; returns the manifest."""
     out = Path(out_dir)
     exclude = set(exclude)
+    redrawn: dict[str, int] = {}
     splits = sample_splits(sizes, seed, questions_per_image, max_objects, exclude=exclude,
-                           seed_colours=seed_colours)
+                           seed_colours=seed_colours, image_size=image_size, redrawn=redrawn)
     everything = [it for split in SPLIT_ORDER for it in splits[split]]
     _write_images(everything, out, image_size)
     counts = {
@@ -254,6 +311,7 @@ def write_splits(
         "max_objects": max_objects,
         **({"seed_colours": list(seed_colours)} if seed_colours else {}),
         **({"excluded_scenes": len(exclude)} if exclude else {}),
+        "near_copies_redrawn": redrawn,
         "images": {s: len(splits[s]) for s in SPLIT_ORDER if s != "vision" or splits[s]},
         "questions_per_image": dict(QUESTIONS_PER_IMAGE, **(questions_per_image or {})),
         "records": counts,

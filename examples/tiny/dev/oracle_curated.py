@@ -25,7 +25,7 @@ def oracle_records(run: Path):
     m = json.loads((run / "data" / "manifest.json").read_text())
     exclude = read_scene_keys(REPO / "examples/tiny/base/scene_keys.txt.gz") if m.get("excluded_scenes") else ()
     splits = sample_splits(m["images"], m["seed"], m["questions_per_image"], m["max_objects"], exclude=exclude,
-                           seed_colours=m.get("seed_colours"))
+                           seed_colours=m.get("seed_colours"), image_size=m["image_size"])
     images = {r["id"]: r["image"] for _, r in iter_records(run / "data" / "unlabelled_images.jsonl")}
     assert [it.id for it in splits["unlabelled"]] == list(images), "the world does not sample back"
     for it in splits["unlabelled"]:
