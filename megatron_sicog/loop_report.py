@@ -40,9 +40,23 @@ def step_consistency(gen: Path, name: str) -> dict:
     return mean_step_consistency((r.get("candidates") or [""])[0] for _, r in rows if isinstance(r, dict))
 
 
+def decontamination(report_dir: Path) -> dict | None:
+    """What the curation's decontamination (``--exclude``, the held-out split) dropped, from its report's
+    ``summary.json``: excluded images, drops per reason and in all; None without a report or exclusion."""
+    from megatron_sicog.io import loads
+
+    path = report_dir / "summary.json"
+    d = loads(path.read_bytes()).get("decontamination") if path.is_file() else None
+    if not d:
+        return None
+    return {"excluded_images": d.get("excluded_images"), "dropped": d.get("dropped"),
+            "dropped_total": d.get("dropped_total")}
+
+
 def curation_counts(gen: Path, data: Path, curated: Path, tag: str = "") -> dict:
-    """Curated / candidate counts (the candidates of the same generation, ``gen/cod{tag}.jsonl``), and
-    (analysis only) pseudo-label accuracy vs the hidden answers."""
+    """Curated / candidate counts (the candidates of the same generation, ``gen/cod{tag}.jsonl``),
+    the decontamination counts of its report (``curation{tag}/``), and (analysis only) pseudo-label
+    accuracy vs the hidden answers."""
     from megatron_sicog.curation.answers import normalize_answer, same_answer
 
     n_curated = n_reasoning = n_correct = 0
@@ -63,6 +77,7 @@ def curation_counts(gen: Path, data: Path, curated: Path, tag: str = "") -> dict
             key = rec.get("answer_key") or normalize_answer(str(rec.get("answer") or ""))
             n_correct += truth is not None and same_answer(normalize_answer(str(truth)), key)
     return {"curated_samples": n_curated, "candidates": candidates,
+            "decontamination": decontamination(gen.parent / f"curation{tag}"),
             "curated_reasoning_samples": n_reasoning,
             "curated_reasoning_pseudo_label_accuracy": (n_correct / n_reasoning) if n_reasoning else None}
 
@@ -173,6 +188,11 @@ def print_report(results: dict, out: Path, commands: Path) -> None:
     print(f"\n{results['curated_samples']} curated samples from {results['candidates']} candidates; "
           f"curated-answer accuracy vs hidden answers (analysis only): "
           f"{results['curated_reasoning_pseudo_label_accuracy']}")
+    d = results.get("decontamination")
+    if d:
+        why = ", ".join(f"{k} {v}" for k, v in (d.get("dropped") or {}).items())
+        print(f"decontamination (unlabelled items vs the {d['excluded_images']} held-out images): "
+              f"{d['dropped_total']} dropped ({why}); label-quality audit: {out / 'curation_audit' / 'audit.png'}")
     q = results.get("self_generated_quality") or {}
     cap, ans = q.get("caption") or {}, q.get("answers") or {}
 

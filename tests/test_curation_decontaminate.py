@@ -181,6 +181,9 @@ def test_curate_drops_copies_and_questions_by_reason(world):
     assert why["q3"][0] == "question" and why["q4"][0] == "question"
     assert res.summary["dropped"]["excluded_near_image"] == 2
     assert json.loads((world / "rep" / "summary.json").read_text())["decontamination"]["dropped_total"] == 5
+    from megatron_sicog.loop_report import decontamination  # what the tiny demo's summary and report show
+    assert decontamination(world / "rep") == {"excluded_images": 6, "dropped_total": 5, "dropped": d["dropped"]}
+    assert decontamination(world / "nowhere") is None
 
     # images only: the question matches are counted, not dropped
     res = curate(world / "cands.jsonl", world / "out2.jsonl", scorer="lexical", progress=False,

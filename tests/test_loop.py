@@ -227,10 +227,13 @@ def test_report_prints_tables_analysis_and_plots(tmp_path, capsys):
     res = {k: {"accuracy": 0.5, "caption_score": 0.25, "step_consistency": {"jaccard": 0.75, "count_agrees": 1.0}}
            for k in ("base", "stage1", "baseline", "sicog")}
     res.update(curated_samples=3, candidates=12, curated_reasoning_pseudo_label_accuracy=0.5, seconds=7.0,
-               comparisons={}, self_generated_quality={"caption": {"one_sample_f1": 0.4}, "answers": {}})
+               comparisons={}, self_generated_quality={"caption": {"one_sample_f1": 0.4}, "answers": {}},
+               decontamination={"excluded_images": 300, "dropped_total": 0,
+                                "dropped": {"exact_image": 0, "near_image": 0, "question": 0}})
     print_report(res, tmp_path, tmp_path / "commands.sh")
     text = capsys.readouterr().out
     assert "3 curated samples from 12 candidates" in text and "one sample 0.400, curated n/a" in text
+    assert "vs the 300 held-out images): 0 dropped (exact_image 0, near_image 0, question 0)" in text
     assert "shape Jaccard 0.750" in text and (tmp_path / "metrics_per_stage.png").exists()
 
 

@@ -12,7 +12,11 @@ evaluation of answer accuracy, so both agree on what "the same answer" means:
   punctuation, articles, whitespace, option letters (``(B)``, ``B.``,
   ``**B**``, ``Answer: b``, ``option B`` -> ``b``), yes/no with a trailing
   justification (``Yes, it is.`` -> ``yes``), numbers (``1,200`` -> ``1200``,
-  ``2.50`` -> ``2.5``, ``three`` -> ``3``, ``12 cm`` / ``$12`` -> ``12``).
+  ``2.50`` -> ``2.5``, ``three`` -> ``3``, ``twelve hundred`` -> ``1200``,
+  ``1/2`` -> ``0.5``), quantities with their unit kept (``2cm`` / ``2
+  centimetres`` -> ``2 cm``, never ``2 m``; ``$12`` -> ``12 usd``; ``50%`` stays
+  ``50%``); a bare ``2`` is its own key beside ``2 cm`` (`same_answer` and
+  `vote.merge_bare_numbers` say when it joins a quantity).
 
 Both are pure functions of their string argument and never raise on odd input.
 """
