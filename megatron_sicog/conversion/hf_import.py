@@ -41,11 +41,10 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from megatron_sicog.conversion import hf_mapping as hm
-from megatron_sicog.conversion.hf_mapping import ConversionError
+from megatron_sicog.conversion.hf_mapping import HF_EXTRA, ConversionError
 from megatron_sicog.conversion.safetensors_io import HFSource
 from megatron_sicog.model.presets import ModelArgs, validate
 
-HF_EXTRA = "hf_extra.safetensors"
 TOKENIZER_DIR = "tokenizer"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
                    "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja", "chat_template.json",

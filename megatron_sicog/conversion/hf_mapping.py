@@ -40,6 +40,8 @@ import torch
 
 from megatron_sicog.model.presets import LanguageArgs, ModelArgs, VisionArgs
 
+HF_EXTRA = "hf_extra.safetensors"  # SAVE/HF_EXTRA: the HF tensors of `hf_only_shapes` an imported checkpoint keeps
+
 V, P, LM = "vision_tower.", "multi_modal_projector.", "language_model.model."
 HEAD = "language_model.lm_head.weight"
 NEWLINE = "image_newline"

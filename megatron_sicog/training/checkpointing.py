@@ -25,6 +25,12 @@ unpickling it can run any code. A truncated or foreign file raises
 dict without torch.distributed; `write_from_canonical` writes any TP/PP layout
 from one (the Hugging Face importer uses it).
 
+A checkpoint imported from Hugging Face also holds ``SAVE/hf_extra.safetensors`` (HF tensors the
+megatron model has no place for, e.g. the tower's ``post_layernorm``, SigLIP's pooling head) and
+``meta.json`` ``hf`` (the source config and chat template). `carry_hf_extra` and `hf_record` are how the
+trainer's saves keep both from the checkpoint they started from, so a model imported, trained and
+exported is the source's tower exactly where training did not touch it.
+
 `checkpoint_chat_template(flag, meta, source)` is the chat template a tool
 works with when it starts from a checkpoint (the trainer, generation,
 evaluation): ``--chat-template`` when given (a warning if it differs from the
@@ -43,6 +49,7 @@ from typing import Any, Optional
 
 import torch
 
+from megatron_sicog.conversion.hf_mapping import HF_EXTRA
 from megatron_sicog.guards import UsageError, fsync_dir
 from megatron_sicog.io import atomic_write_json, atomic_write_text
 from megatron_sicog.model import sharding
@@ -353,6 +360,37 @@ def write_from_canonical(full: dict, args: ModelArgs, save_dir: str | Path, tp: 
                            {"model": local, "partition": partition, "layer_offset": offset, "iteration": iteration})
     meta = build_meta(args, tp, pp, iteration, meta_extra)
     return finalize_iteration(save_dir, iteration, meta)
+
+
+def carry_hf_extra(save_dir: str | Path, source: Optional[str | Path]) -> Optional[Path]:
+    """Give `save_dir` the ``hf_extra.safetensors`` of `source` (the checkpoint whose vision tower the saved
+    weights started from), copied atomically; a stale one of another tower is removed when `source` has
+    none. Nothing to do when both are the same directory (a resumed run). Returns the file, if any."""
+    save_dir = Path(save_dir)
+    dest = save_dir / HF_EXTRA
+    if source is None or not Path(source).is_dir() or save_dir.resolve() == Path(source).resolve():
+        return dest if dest.is_file() else None
+    src = Path(source) / HF_EXTRA
+    if not src.is_file():
+        if dest.is_file():
+            dest.unlink()
+        return None
+    save_dir.mkdir(parents=True, exist_ok=True)
+    tmp = save_dir / f".{HF_EXTRA}.tmp"
+    shutil.copyfile(src, tmp)
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, dest)
+    fsync_dir(save_dir)
+    return dest
+
+
+def hf_record(source: Optional[str | Path]) -> dict:
+    """``{"hf": ...}`` of `source`'s meta.json (what hf-to-megatron recorded), or ``{}``."""
+    if source is None or read_tracker(source) is None:
+        return {}
+    hf = read_meta(source).get("hf")
+    return {"hf": hf} if hf else {}
 
 
 def checkpoint_chat_template(flag: Optional[str], meta: dict, source: str | Path = "the checkpoint") -> str:

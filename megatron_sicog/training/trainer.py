@@ -76,6 +76,7 @@ class Trainer:
         if problem:
             raise UsageError(problem)
         self.iteration, resume_state = self._load_weights(inner)
+        self._hf_meta = ckpt.hf_record(self._start_checkpoint())
         self.objective = build_objective(args)
         self.objective.setup(inner, self.model_args, args)
         inner.freeze(vision=args.freeze_vision, projector=args.freeze_projector,
@@ -105,6 +106,13 @@ class Trainer:
         """The checkpoint this run starts from: --load when it holds one (resume), else --pretrained-checkpoint."""
         a = self.args
         return a.load if a.load and ckpt.read_tracker(a.load) is not None else a.pretrained_checkpoint
+
+    def _vision_source(self) -> Optional[str]:
+        """The checkpoint the vision tower's weights came from (whose hf_extra.safetensors belongs to it)."""
+        a = self.args
+        if a.load and ckpt.read_tracker(a.load) is not None:
+            return a.load
+        return a.pretrained_vision_checkpoint or a.pretrained_checkpoint
 
     def _chat_template(self) -> str:
         """--chat-template, else the starting checkpoint's recorded template, else qwen2 (what saves record)."""
@@ -318,7 +326,9 @@ class Trainer:
         dist.barrier()
         if dist.get_rank() == 0:
             extra = {"stage": a.stage, "tokenizer_type": a.tokenizer_type, "tokenizer_model": a.tokenizer_model,
-                     "chat_template": a.chat_template, "consumed_samples": self.train_data.consumed_samples}
+                     "chat_template": a.chat_template, "consumed_samples": self.train_data.consumed_samples,
+                     **self._hf_meta}
+            ckpt.carry_hf_extra(a.save, self._vision_source())  # what an export needs beyond these weights
             meta = ckpt.build_meta(self.model_args, a.tensor_model_parallel_size, a.pipeline_model_parallel_size,
                                    self.iteration, extra, transformer_impl=sharding.implementation_of(inner.state_dict()))
             ckpt.finalize_iteration(a.save, self.iteration, meta, keep_last=a.keep_last_checkpoints)
