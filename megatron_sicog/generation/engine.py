@@ -3,7 +3,9 @@
 `Engine(model).generate(prompts, sampling, num_candidates, max_new_tokens, ...)`
 
 1. **Prefill** the B prompts of a batch once: image tokens are expanded to
-   the model's patch count, prompts are left-padded to one length, the
+   the model's patch count (a tiled model, `data.tiling`: each image to
+   ``Tiling.num_tokens`` of its size, so prompts of one batch expand by
+   different amounts), prompts are left-padded to one length, the
    vision encoder + projector run once per image (`SicogModel.embed`), and
    every layer's keys/values go into a `KVCache`. Each row keeps its own
    rotary positions (0 .. L_i-1 for a prompt of length L_i, whatever its
@@ -47,11 +49,16 @@ class PromptTooLong(ValueError):
 
 @dataclass
 class Prompt:
-    """Unexpanded token ids (one image-token id per image) and that many images [k, 3, H, W]."""
+    """Unexpanded token ids (one image-token id per image) and that many images [k, 3, H, W].
+
+    For a tiled model `images` holds every image's views (``Tiling.__call__``: base view, tiles) and
+    `image_sizes` [k, 2] each image's (height, width), which decide its grid and token count.
+    """
 
     tokens: Sequence[int]
     images: Optional[torch.Tensor] = None
     key: str = ""  # names the prompt for per-candidate seeds (e.g. the record id)
+    image_sizes: Optional[torch.Tensor] = None
 
 
 @dataclass
@@ -71,14 +78,44 @@ def _num_images(tokens: Sequence[int], image_token_id: int) -> int:
     return sum(1 for t in tokens if t == image_token_id)
 
 
-def expand_prompt(tokens: Sequence[int], image_token_id: int, num_image_tokens: int) -> list[int]:
+def expand_prompt(tokens: Sequence[int], image_token_id: int, num_image_tokens) -> list[int]:
+    """Each image token repeated `num_image_tokens` times (one number, or one per image in order)."""
+    per_image = iter(num_image_tokens) if isinstance(num_image_tokens, (list, tuple)) else None
     out: list[int] = []
     for t in tokens:
         if t == image_token_id:
-            out.extend([t] * num_image_tokens)
+            out.extend([t] * (num_image_tokens if per_image is None else next(per_image)))
         else:
             out.append(t)
     return out
+
+
+def image_token_counts(model, prompt: Prompt):
+    """What each of the prompt's images expands to: the model's patch count, or for a tiled model
+    (`model.tiling`) one ``num_tokens`` per image of `prompt.image_sizes`."""
+    tiling = getattr(model, "tiling", None)
+    if tiling is None:
+        return model.num_image_tokens
+    n_img = _num_images(prompt.tokens, model.image_token_id)
+    sizes = [] if prompt.image_sizes is None else prompt.image_sizes.tolist()
+    if len(sizes) != n_img:
+        raise ValueError(f"prompt {prompt.key!r} has {n_img} image tokens and {len(sizes)} image sizes: "
+                         "a tiled model needs each image's (height, width)")
+    return [tiling.num_tokens(h, w) for h, w in sizes]
+
+
+def expanded_ids(model, prompt: Prompt) -> list[int]:
+    """The prompt's token ids with every image token expanded as the model fills it."""
+    return expand_prompt(prompt.tokens, model.image_token_id, image_token_counts(model, prompt))
+
+
+def _views(model, prompt: Prompt) -> int:
+    """Rows of `prompt.images` its images take (views per image for a tiled model)."""
+    tiling = getattr(model, "tiling", None)
+    n_img = _num_images(prompt.tokens, model.image_token_id)
+    if tiling is None or not n_img:
+        return n_img
+    return sum(tiling.num_views(h, w) for h, w in prompt.image_sizes.tolist())
 
 
 class Engine:
@@ -176,13 +213,14 @@ class Engine:
     # -- prefill / decode --------------------------------------------------------
     def prefill(self, prompts: Sequence[Prompt], capacity: int) -> tuple[KVCache, torch.Tensor, list[int]]:
         """Run the prompts once; returns (cache, last-token logits [B, V], expanded lengths)."""
-        expanded, images = [], []
+        expanded, images, sizes = [], [], []
         for i, p in enumerate(prompts):
-            n_img = _num_images(p.tokens, self.image_token_id)
+            ids = expanded_ids(self.model, p)
+            need = _views(self.model, p)
             have = 0 if p.images is None else p.images.shape[0]
-            if n_img != have:
-                raise ValueError(f"prompt {i} ({p.key}) has {n_img} image tokens but {have} images")
-            ids = expand_prompt(p.tokens, self.image_token_id, self.num_image_tokens)
+            if need != have:
+                raise ValueError(f"prompt {i} ({p.key}) has {_num_images(p.tokens, self.image_token_id)} image "
+                                 f"tokens, which take {need} image views, but {have} are given")
             if not ids:
                 raise ValueError(f"prompt {i} ({p.key}) is empty")
             if len(ids) >= self.context_length:
@@ -191,6 +229,8 @@ class Engine:
             expanded.append(ids)
             if have:
                 images.append(p.images)
+                if p.image_sizes is not None:
+                    sizes.append(p.image_sizes)
         lengths = [len(x) for x in expanded]
         B, S = len(expanded), max(lengths)
         ids = torch.full((B, S), self.pad_id, dtype=torch.long)
@@ -201,8 +241,9 @@ class Engine:
         positions = (torch.arange(S)[None] - (S - torch.tensor(lengths))[:, None]).clamp_(min=0)
         ids, valid, positions = ids.to(self.device), valid.to(self.device), positions.to(self.device)
         img = torch.cat(images).to(self.device, self.dtype) if images else None
+        img_sizes = torch.cat(sizes) if sizes and self.model.tiling is not None else None
         cache = KVCache(len(self.layers), B, self.groups, capacity, self.head_dim, self.dtype, self.device)
-        hidden = self.model.embed(ids, positions, img)  # [S, B, h]
+        hidden = self.model.embed(ids, positions, img, img_sizes)  # [S, B, h]
         if bool(valid.all()):
             mask, causal = None, True
         else:  # causal over real tokens; a pad position attends to itself only (stays finite)
@@ -247,7 +288,7 @@ class Engine:
                   min_new_tokens) -> Generation:
         n_rows_per = 1 if (sampling.greedy and share_greedy) else num_candidates
         B = len(prompts)
-        longest = max(len(expand_prompt(p.tokens, self.image_token_id, self.num_image_tokens)) for p in prompts)
+        longest = max(len(expanded_ids(self.model, p)) for p in prompts)
         capacity = longest + max_new_tokens
         cache, logits, lengths = self.prefill(prompts, capacity)
         if n_rows_per > 1:
@@ -308,18 +349,19 @@ class Engine:
 @torch.inference_mode()
 def reference_greedy(model, prompt: Prompt, max_new_tokens: int, stop_token_ids: Sequence[int] = ()) -> list[int]:
     """Greedy tokens by recomputing the full forward (no cache) for every new token; slow, for checks."""
-    ids = expand_prompt(prompt.tokens, model.image_token_id, model.num_image_tokens)
+    ids = expanded_ids(model, prompt)
     dev = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     vocab = model.args.language.vocab_size
     images = None if prompt.images is None else prompt.images.to(dev, dtype)
+    sizes = None if prompt.image_sizes is None else prompt.image_sizes.to(dev)
     out: list[int] = []
     limit = min(max_new_tokens, model.args.language.max_position_embeddings - len(ids))
     while len(out) < limit:
         x = torch.tensor([ids + out], dtype=torch.long, device=dev)
         s = x.shape[1]
         mask = ~torch.ones(s, s, dtype=torch.bool, device=dev).tril()[None, None]
-        logits = model(x, attention_mask=mask, images=images)
+        logits = model(x, attention_mask=mask, images=images, image_sizes=sizes)
         t = int(logits[0, -1, :vocab].argmax())
         if t in stop_token_ids:
             break
