@@ -6,7 +6,10 @@ grids; `tests.conversion_helpers`) is imported at TP=1 and run in float64 on bot
 of two logits can flip an argmax). Prompts hold non-square images of several aspect ratios (grids
 1x3, 3x1, 2x2; one prompt with two images, one without), batched with left padding. The engine's
 greedy tokens (candidates as separate rows of a replicated cache) equal the no-cache recomputation
-and transformers' ``generate`` on each prompt alone.
+and transformers' ``generate`` on each prompt alone. ``tools/generate_candidates.py`` on that
+checkpoint reads the tiling from it and tiles each image file as the batch builder tiles the
+dataset's stored bytes (its greedy captions equal transformers' on those views); tiling flags that
+disagree with the checkpoint are refused.
 """
 import numpy as np
 import pytest
@@ -32,7 +35,7 @@ def tiled(mcore, tmp_path_factory):
     args = model_args_from_dict(read_meta(ckpt)["model_args"])
     model = build_model(args).eval()
     load_model_weights(model, ckpt)
-    return model.to(torch.float64), hf
+    return model.to(torch.float64), hf, d
 
 
 def _prompts(model):
@@ -61,7 +64,7 @@ def _tile(model, images):
     return pixels.to(torch.float64), sizes
 
 
-def _hf_greedy(hf, model, p: Prompt) -> list[int]:
+def _hf_greedy(hf, model, p: Prompt, eos=None) -> list[int]:
     ids = torch.tensor([expanded_ids(model, p)])
     kw = {}
     if p.images is not None:  # views regrouped per image, zero-padded to the most views, as the processor does
@@ -71,12 +74,13 @@ def _hf_greedy(hf, model, p: Prompt) -> list[int]:
                                             for v in views]), image_sizes=p.image_sizes)
     with torch.inference_mode():
         out = hf.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=T,
-                          min_new_tokens=T, eos_token_id=None, pad_token_id=0, **kw)
-    return out[0, ids.shape[1]:].tolist()
+                          min_new_tokens=0 if eos is not None else T, eos_token_id=eos, pad_token_id=0, **kw)
+    new = out[0, ids.shape[1]:].tolist()
+    return new[:new.index(eos)] if eos in new else new
 
 
 def test_tiled_greedy_equals_no_cache_and_llava_next_generate(tiled):
-    model, hf = tiled
+    model, hf, _ = tiled
     prompts = _prompts(model)
     counts = [expanded_ids(model, p).count(IMAGE_TOKEN) for p in prompts]
     assert len(set(counts)) == len(counts)  # every prompt expands to its own number of image positions
@@ -91,10 +95,52 @@ def test_tiled_greedy_equals_no_cache_and_llava_next_generate(tiled):
 
 
 def test_tiled_prompt_without_image_sizes_is_refused(tiled):
-    model, _ = tiled
+    model, _, _ = tiled
     p = _prompts(model)[0]
     with pytest.raises(ValueError, match="image sizes"):
         Engine(model).generate([Prompt(p.tokens, p.images, key="nosizes")], GREEDY, max_new_tokens=2)
     wrong = Prompt(p.tokens, p.images[:-1], key="views", image_sizes=p.image_sizes)  # one view short
     with pytest.raises(ValueError, match="image views"):
         Engine(model).generate([wrong], GREEDY, max_new_tokens=2)
+
+
+def test_generate_candidates_tool_tiles_like_the_dataset(tiled, tmp_path):
+    from PIL import Image
+
+    from megatron_sicog.data.chat_template import encode_prompt
+    from megatron_sicog.data.tiling import tiling_for
+    from megatron_sicog.data.tokenizer import build_tokenizer
+    from megatron_sicog.guards import UsageError
+    from megatron_sicog.model.batch import collate
+    from tests.conversion_helpers import EOS_TOKEN
+    from tests.helpers import load_tool
+
+    model, hf, d = tiled
+    rng = np.random.default_rng(4)
+    root = tmp_path / "images"
+    root.mkdir()
+    for k, (h, w) in enumerate(SIZES):
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(root / f"im{k}.png")
+    out = tmp_path / "cands.jsonl"
+    common = ["--hf-path", str(d / "hf"), "--image-root", str(root), "--mode", "caption", "--chat-template",
+              "plain", "--temperature", "0", "--num-candidates", "1", "--max-new-tokens", str(T), "--no-progress"]
+    tool = load_tool("generate_candidates")
+    tool.main(common + ["--output", str(out)])
+    recs = [__import__("json").loads(line) for line in out.read_text().splitlines()]
+    assert sorted(r["image"] for r in recs) == [f"im{k}.png" for k in range(len(SIZES))]
+
+    tok = build_tokenizer("HuggingFaceTokenizer", str(d / "hf"))
+    tiling = tiling_for(model.args.vision)
+    for r in recs:
+        tokens = np.asarray(encode_prompt(tok, [{"from": "human", "value": r["prompt"]}], "plain"))
+        # the dataset stores the source bytes; the batch builder tiles them at load time
+        sample = {"tokens": tokens, "loss_mask": np.zeros(len(tokens), np.float32),
+                  "images": [np.frombuffer((root / r["image"]).read_bytes(), dtype=np.uint8)]}
+        batch = collate([sample], seq_length=200, image_token_id=IMAGE_TOKEN,
+                        num_image_tokens=model.num_image_tokens, pad_id=0, tiling=tiling)
+        p = Prompt(tokens.tolist(), batch.images.to(torch.float64), key=r["id"], image_sizes=batch.image_sizes)
+        assert r["candidates"] == [tok.detokenize(_hf_greedy(hf, model, p, eos=EOS_TOKEN))], r["image"]
+
+    for flags in (["--use-tiling", "--max-num-tiles", "4", "--use-thumbnail"], ["--use-tiling"]):
+        with pytest.raises(UsageError, match="max-num-tiles"):
+            tool.main(common + ["--output", str(tmp_path / "x.jsonl")] + flags)

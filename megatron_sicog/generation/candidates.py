@@ -15,6 +15,9 @@ the weights).
 * Bad input never stops the run: an unreadable record, a missing id, a missing
   or unreadable image, a missing question, a duplicate id, or a prompt longer
   than the context is passed to ``on_error({"file", "line", "id", "reason"})`` and skipped.
+* Images are preprocessed as the checkpoint's model trains on them (`image_inputs`): one view
+  per image, or for a tiled model (``vision.image_grid_pinpoints``, `data.tiling`) the base view
+  and grid of tiles the batch builder makes, with each image's size.
 * Records are prepared a window at a time (``micro_batch_size * sort_window``),
   sorted by prompt length inside the window and batched, so a batch pads little.
 
@@ -33,7 +36,8 @@ import numpy as np
 import torch
 
 from megatron_sicog.data.image_processing import for_vision
-from megatron_sicog.generation.engine import Engine, Prompt, expand_prompt
+from megatron_sicog.data.tiling import tiling_for
+from megatron_sicog.generation.engine import Engine, Prompt, expanded_ids
 from megatron_sicog.generation.sampling import GREEDY, SamplingParams
 from megatron_sicog.guards import confined_path
 from megatron_sicog.io import RecordError
@@ -76,6 +80,7 @@ class Item:
     tokens: list[int]
     images: Optional[torch.Tensor]
     reference: Optional[str] = None
+    image_sizes: Optional[torch.Tensor] = None  # [k, 2] (height, width): tiled models only
 
 
 @dataclass
@@ -122,9 +127,20 @@ def record_reference(rec: dict) -> Optional[str]:
     return None
 
 
+def image_inputs(vision) -> Callable[[Sequence], tuple]:
+    """HxWx3 uint8 arrays -> (pixels, image_sizes) as a model of these `VisionArgs` takes them: a tiled
+    model's views [sum of views, 3, S, S] and sizes [k, 2] (`data.tiling.tiling_for`, the tiling the
+    batch builder trains with), else one view per image [k, 3, S, S] (`for_vision`) and None."""
+    tiling = tiling_for(vision)
+    if tiling is not None:
+        return tiling
+    processing = for_vision(vision)
+    return lambda arrays: (processing(arrays), None)
+
+
 def load_images(paths: Sequence[str], image_root: Optional[Union[str, Path]], processing,
-                allow_outside: bool = False) -> torch.Tensor:
-    """[k, 3, S, S] images preprocessed by `processing` (`data.image_processing.for_vision`); ValueError
+                allow_outside: bool = False) -> tuple:
+    """(pixels, image_sizes) of the image files by `processing` (`image_inputs`); ValueError
     naming a missing/unreadable file or a path that leaves `image_root`."""
     from megatron_sicog.data.image import load_image
 
@@ -161,18 +177,18 @@ def prepare_item(rec: dict, where: str, options: CandidateOptions, tokenizer, mo
         tokens = encode_prompt(tokenizer, [{"from": "human", "value": prompt}], options.chat_template)
     except ValueError as e:
         raise InputError(f"cannot encode the prompt: {e}") from None
-    n_expanded = len(expand_prompt(tokens, model.image_token_id, model.num_image_tokens))
+    images = sizes = None
+    if paths:
+        try:
+            images, sizes = load_images(paths, options.image_root, image_inputs(model.args.vision),
+                                        options.allow_outside_image_root)
+        except ValueError as e:
+            raise InputError(str(e)) from None
+    n_expanded = len(expanded_ids(model, Prompt(tokens, images, rid, sizes)))
     context = model.args.language.max_position_embeddings
     if n_expanded >= context:
         raise InputError(f"prompt has {n_expanded} tokens (images expanded), the context is {context}")
-    images = None
-    if paths:
-        try:
-            images = load_images(paths, options.image_root, for_vision(model.args.vision),
-                                 options.allow_outside_image_root)
-        except ValueError as e:
-            raise InputError(str(e)) from None
-    return Item(rid, where, image, prompt, tokens, images, record_reference(rec))
+    return Item(rid, where, image, prompt, tokens, images, record_reference(rec), sizes)
 
 
 def _normalise(records: Iterable) -> Iterator[tuple[str, Union[dict, RecordError]]]:
@@ -238,7 +254,7 @@ def generate_candidates(model, tokenizer, records: Iterable, options: Optional[C
                                  num_candidates=options.num_candidates, seed=options.seed)
     for window in _windows(records, options, tokenizer, model, errors):
         for batch in _batches(window, options.micro_batch_size):
-            prompts = [Prompt(it.tokens, it.images, key=it.id) for it in batch]
+            prompts = [Prompt(it.tokens, it.images, key=it.id, image_sizes=it.image_sizes) for it in batch]
             out = engine.generate(prompts, options.sampling, num_candidates=options.num_candidates,
                                   max_new_tokens=options.max_new_tokens, stop_token_ids=stops, seed=options.seed)
             recs = []
@@ -268,14 +284,15 @@ def iter_greedy_answers(model, tokenizer, items: Sequence[dict], chat_template: 
     from megatron_sicog.data.chat_template import encode_prompt, stop_token_ids
     engine = engine_for(model, tokenizer.pad)
     stops = stop_token_ids(tokenizer, chat_template)
-    processing = for_vision(model.args.vision)
+    processing = image_inputs(model.args.vision)
 
-    def images_of(it: dict) -> Optional[torch.Tensor]:
+    def images_of(it: dict) -> tuple:
+        """(pixels, image_sizes) of the item's images; (None, None) without."""
         if it.get("images"):
             return processing([im() if callable(im) else im for im in it["images"]])
         if it.get("image") is not None:
             return load_images([it["image"]], image_root, processing)
-        return None
+        return None, None
 
     window = max(1, micro_batch_size * sort_window)
     for w0 in range(0, len(items), window):
@@ -289,7 +306,10 @@ def iter_greedy_answers(model, tokenizer, items: Sequence[dict], chat_template: 
         order = sorted(tokens, key=lambda i: len(tokens[i]))
         for s in range(0, len(order), micro_batch_size):
             idx = order[s:s + micro_batch_size]
-            prompts = [Prompt(tokens[i], images_of(items[i]), key=str(items[i].get("id", i))) for i in idx]
+            prompts = []
+            for i in idx:
+                pixels, sizes = images_of(items[i])
+                prompts.append(Prompt(tokens[i], pixels, key=str(items[i].get("id", i)), image_sizes=sizes))
             out = engine.generate(prompts, GREEDY, num_candidates=1, max_new_tokens=max_new_tokens,
                                   stop_token_ids=stops)
             yield [(i, tokenizer.detokenize(c[0])) for i, c in zip(idx, out.tokens)]

@@ -8,7 +8,8 @@ size), ``hf_path`` (a LlavaForConditionalGeneration directory, converted into
 ``tokenizer_type`` / ``tokenizer_model`` / ``chat_template`` (default: the
 checkpoint's, see `training.checkpointing.checkpoint_chat_template`) and the
 model-shape flags of `model.presets.add_model_args` (used when the checkpoint
-names no shape). Returns ``(model, tokenizer,
+names no shape; a checkpoint's tiling, ``vision.image_grid_pinpoints``, is read from it, and
+``--use-tiling``/``--max-num-tiles``/``--use-thumbnail`` that disagree with it are refused). Returns ``(model, tokenizer,
 chat_template)``; the model is in eval mode.
 """
 from __future__ import annotations
@@ -23,7 +24,7 @@ def load_model_and_tokenizer(a, tmp_dir: Path):
 
     from megatron_sicog.data.tokenizer import build_tokenizer
     from megatron_sicog.model.llava import build_model
-    from megatron_sicog.model.presets import model_args_from_flags
+    from megatron_sicog.model.presets import model_args_from_flags, tiling_flag_conflicts
     from megatron_sicog.training import checkpointing as ckpt
 
     load, meta = a.load, {}
@@ -42,6 +43,10 @@ def load_model_and_tokenizer(a, tmp_dir: Path):
     tokenizer = build_tokenizer(tok_type, tok_model)
     if "model_args" in meta:
         margs = ckpt.model_args_from_dict(meta["model_args"])
+        conflicts = tiling_flag_conflicts(a, margs)
+        if conflicts:
+            raise UsageError(f"the checkpoint {load} fixes how images are tiled; these flags disagree with it: "
+                             + "; ".join(conflicts))
     else:
         margs = model_args_from_flags(a, vocab_size=tokenizer.vocab_size, image_token_id=tokenizer.image_token_id)
     if tokenizer.image_token_id != margs.image_token_id:

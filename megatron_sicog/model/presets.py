@@ -281,6 +281,26 @@ def flag_conflicts(args: argparse.Namespace, m: ModelArgs) -> list[str]:
             given = getattr(args, flag, None)
             if given is not None and given != getattr(part, name):
                 out.append(f"--{flag.replace('_', '-')} {given} (checkpoint: {prefix}{name} {getattr(part, name)})")
+    return out + tiling_flag_conflicts(args, m)
+
+
+def tiling_flag_conflicts(args: argparse.Namespace, m: ModelArgs) -> list[str]:
+    """``--use-tiling [--max-num-tiles N] [--use-thumbnail]`` where `m` (a checkpoint's shape) tiles
+    otherwise or not at all. Without ``--use-tiling`` the checkpoint's tiling is taken as it is."""
+    if not getattr(args, "use_tiling", None):
+        return []
+    from megatron_sicog.data.tiling import grids_up_to
+
+    vis, out = m.vision, []
+    if not vis.image_grid_pinpoints:
+        return ["--use-tiling (checkpoint: one view per image, no image_grid_pinpoints)"]
+    want = grids_up_to(args.max_num_tiles, vis.image_size)
+    if sorted(map(list, vis.image_grid_pinpoints)) != sorted(want):
+        out.append(f"--max-num-tiles {args.max_num_tiles} (checkpoint: vision image_grid_pinpoints "
+                   f"{vis.image_grid_pinpoints}; leave the tiling flags out to use them)")
+    if bool(getattr(args, "use_thumbnail", None)) != vis.use_thumbnail:
+        out.append(f"--use-thumbnail {bool(getattr(args, 'use_thumbnail', None))} "
+                   f"(checkpoint: vision use_thumbnail {vis.use_thumbnail})")
     return out
 
 
