@@ -74,3 +74,40 @@ def test_converter_overlong_counts_tiled_tokens(overlong):
     assert truncated and len(images) == 1 and kept == ids[:17] and kept_spans == [(2, 17)]
     fits = ConvertConfig("t", "m", seq_length=len(ids) - 2 + 2 * n_img, overlong=overlong, tiling=TILING)
     assert _fit(fits, ids, spans, [big, big], IMAGE)[3] is False
+
+
+def test_dataset_cache_key_holds_the_tiling(mcore, tmp_path):
+    """A blend cached under path_to_cache without tiling (or with other grids) is not reused with it."""
+    from megatron_sicog.data.dataset import build_train_valid_datasets
+    from megatron_sicog.data.indexed import SampleWriter
+
+    rng = np.random.default_rng(2)
+    for name in ("a", "b"):
+        with SampleWriter(tmp_path / name, np.uint16) as w:
+            for i in range(10):
+                n = int(rng.integers(6, 20))
+                tokens = np.full(n, 100 + i)
+                tokens[1] = IMAGE
+                w.add_sample(tokens, [(n // 2, n)], [_image(rng, i)])
+    cache = tmp_path / "cache"
+    other = Tiling(TILING.processing, [[32, 32], [32, 64]], patch_size=8)
+
+    def build(tiling):
+        train, _ = build_train_valid_datasets(f"0.5 {tmp_path / 'a'} 0.5 {tmp_path / 'b'}", 64, 0, 20, 0,
+                                              split="100,0,0", pack=True, image_seq_length=16,
+                                              image_token_id=IMAGE, path_to_cache=str(cache), tiling=tiling)
+        return train
+
+    plain, tiled, tiled_other = build(None), build(TILING), build(other)
+    hashes = {d.unique_description_hash for d in (plain, tiled, tiled_other)}
+    assert len(hashes) == 3
+    assert all(any(p.name.startswith(h) for p in cache.iterdir()) for h in hashes)  # each cached on its own
+    for blend, tiling in ((plain, None), (tiled, TILING), (tiled_other, other)):
+        assert [d.config.tiling for d in blend.datasets] == [tiling, tiling]
+        assert all(d.unique_identifiers["tiling_key"] == (None if tiling is None else tiling.key())
+                   for d in blend.datasets)
+        # the blend's cached index addresses samples each (differently packed) dataset has
+        for k, d in enumerate(blend.datasets):
+            idx = blend.dataset_sample_index[blend.dataset_index == k]
+            assert idx.size and idx.max() < len(d)
+    assert build(TILING).unique_description_hash == tiled.unique_description_hash  # the cache is found again

@@ -19,7 +19,9 @@
   is cut are dropped; needs ``image_token_id`` when it has images).
 * ``tiling`` (a `data.tiling.Tiling`): images expand by their size
   (``Tiling.num_tokens``), for packing and cutting alike; the lengths are read once
-  at construction from the stored images' headers (no pixels are decoded).
+  at construction from the stored images' headers (no pixels are decoded). Its settings
+  (`Tiling.key`) are part of the cache key (``unique_description``), so a blend cached
+  under ``path_to_cache`` without tiling is never reused with it.
 * `build_train_valid_datasets(data_path, seq_length, seed, num_train_samples,
   num_valid_samples, split="98,2", pack=False, ...)` is what the trainer calls.
 """
@@ -52,6 +54,12 @@ class SICOGDatasetConfig(BlendedMegatronDatasetConfig):
     image_token_id: Optional[int] = None
     decode_images: bool = True         # False: "images" holds the stored bytes
     tiling: Optional[object] = None    # data.tiling.Tiling: each image expands to tiling.num_tokens(h, w)
+
+    @property
+    def tiling_key(self) -> Optional[dict]:
+        """The tiling's settings (`Tiling.key`) in the datasets' cache key: tiled lengths change packing and
+        the blend's sample counts, so indices cached without tiling (or with other grids) are never reused."""
+        return None if self.tiling is None else self.tiling.key()
 
 
 def pack_greedy(order: np.ndarray, lengths: np.ndarray, capacity: int) -> np.ndarray:
@@ -136,7 +144,7 @@ class SICOGDataset(MegatronDataset):
 
     @staticmethod
     def _key_config_attributes() -> List[str]:
-        return ["random_seed", "sequence_length", "split", "split_matrix", "pack", "image_seq_length"]
+        return ["random_seed", "sequence_length", "split", "split_matrix", "pack", "image_seq_length", "tiling_key"]
 
     def __len__(self) -> int:
         return len(self.bounds) - 1

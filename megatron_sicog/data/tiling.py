@@ -135,6 +135,11 @@ class Tiling:
         h, w = unpadded_shape(height, width, rows * g, cols * g)
         return (g * g if self.use_thumbnail else 0) + h * (w + 1)
 
+    def key(self) -> dict:
+        """Everything that decides grids and token counts, as JSON (the dataset's cache key)."""
+        return {"policy": "anyres", "tile_size": self.tile_size, "patch_size": self.patch_size,
+                "pinpoints": [list(p) for p in self.pinpoints], "use_thumbnail": self.use_thumbnail}
+
     def tokens_of(self, images: Sequence) -> list[int]:
         """`num_tokens` of each image (HxWx3 arrays or encoded bytes: only the header is read)."""
         return [self.num_tokens(*image_hw(im)) for im in images]
