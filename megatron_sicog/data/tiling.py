@@ -23,6 +23,19 @@ inputs; collation, generation, conversion and verification all ask it
 Megatron-LM flags: ``--use-tiling`` turns it on with the grids of at most
 ``--max-num-tiles`` tiles; ``--use-thumbnail`` adds the base view (LLaVA-NeXT
 always has it).
+
+A second policy behind the same interface (`TilingPolicy`: ``grid``, ``kept``,
+``num_views``, ``num_tokens``, ``views``, ``key``, called on images): `UHDSlicing`,
+LLaVA-UHD's slice grid (``slice_image_minicpm(max_slice_nums=7, scale_resolution=S)``:
+about width*height / S^2 slices, at most 7, the factorisation closest in log aspect
+ratio to the image; an image of at most S^2 pixels is not sliced) plus the whole image
+as the thumbnail. LLaVA-UHD feeds each slice at its own aspect through a ViT with
+interpolated position embeddings; our towers take S x S views, so the image is resized
+to (rows*S) x (cols*S) and cut into S x S slices. The slices cover the image (no
+padding to cut), so an image takes ``g*g + rows*g * (cols*g + 1)`` positions (the
+feature map's rows, each followed by ``image_newline``, as for LLaVA-NeXT).
+`model.anyres.pack_image_features` packs either policy. Not yet selectable from
+``VisionArgs`` (`tiling_for` builds LLaVA-NeXT tiling only).
 """
 from __future__ import annotations
 
@@ -84,8 +97,72 @@ def grids_up_to(max_num_tiles: int, tile: int) -> list[list[int]]:
             if r * c <= max_num_tiles]
 
 
+class TilingPolicy:
+    """What every tiling policy gives: a (rows, cols) grid of S x S views per image size, the kept part
+    of its feature map (`kept`), view and token counts, and the views themselves (`views`)."""
+
+    processing: ImageProcessing
+    patch_size: int
+    use_thumbnail: bool
+
+    @property
+    def tile_size(self) -> int:
+        return self.processing.output_size[0]
+
+    @property
+    def features_per_side(self) -> int:
+        return self.tile_size // self.patch_size
+
+    def grid(self, height: int, width: int) -> tuple[int, int]:
+        raise NotImplementedError
+
+    def kept(self, height: int, width: int, cur_h: int, cur_w: int) -> tuple[slice, slice]:
+        """Row and column slices of the tiles' cur_h x cur_w feature map that the model keeps."""
+        raise NotImplementedError
+
+    def views(self, image: np.ndarray) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def key(self) -> dict:
+        raise NotImplementedError
+
+    def num_views(self, height: int, width: int) -> int:
+        rows, cols = self.grid(height, width)
+        return rows * cols + (1 if self.use_thumbnail else 0)
+
+    def num_tokens(self, height: int, width: int) -> int:
+        """Positions one ``<image>`` of this size takes: base g*g + kept tiles' features h' x (w' + newline)."""
+        g = self.features_per_side
+        rows, cols = self.grid(height, width)
+        rs, cs = self.kept(height, width, rows * g, cols * g)
+        h, w = rs.stop - rs.start, cs.stop - cs.start
+        return (g * g if self.use_thumbnail else 0) + (h * (w + 1) if rows * cols else 0)
+
+    def tokens_of(self, images: Sequence) -> list[int]:
+        """`num_tokens` of each image (HxWx3 arrays or encoded bytes: only the header is read)."""
+        return [self.num_tokens(*image_hw(im)) for im in images]
+
+    def _resized(self, image: np.ndarray, height: int, width: int) -> np.ndarray:
+        from PIL import Image
+
+        pil = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8), "RGB")
+        return np.asarray(pil.resize((width, height), resample=self.processing.resample), dtype=np.uint8)
+
+    def __call__(self, images: Sequence):
+        """(pixels [sum of views, 3, S, S] float32, image_sizes [n, 2] int64 (height, width)) of
+        HxWx3 uint8 images or encoded image bytes, image after image."""
+        import torch
+
+        from megatron_sicog.data.image import decode_image
+
+        arrays = [decode_image(im) for im in images]
+        views = [v for a in arrays for v in self.views(a)]
+        sizes = torch.tensor([a.shape[:2] for a in arrays], dtype=torch.int64).reshape(-1, 2)
+        return self.processing(views), sizes
+
+
 @dataclass(frozen=True)
-class Tiling:
+class Tiling(TilingPolicy):
     """Base view + tiles of S x S pixels for a tower of `patch_size` patches (see the module docstring)."""
 
     processing: ImageProcessing
@@ -111,38 +188,19 @@ class Tiling:
             raise ValueError(f"tile size {s} is not a multiple of the patch size {self.patch_size}")
         object.__setattr__(self, "pinpoints", pins)
 
-    @property
-    def tile_size(self) -> int:
-        return self.processing.output_size[0]
-
-    @property
-    def features_per_side(self) -> int:
-        return self.tile_size // self.patch_size
-
     def grid(self, height: int, width: int) -> tuple[int, int]:
         """(rows, cols) of tiles for an image of this size."""
         h, w = select_best_resolution(height, width, self.pinpoints)
         return h // self.tile_size, w // self.tile_size
 
-    def num_views(self, height: int, width: int) -> int:
-        rows, cols = self.grid(height, width)
-        return rows * cols + (1 if self.use_thumbnail else 0)
-
-    def num_tokens(self, height: int, width: int) -> int:
-        """Positions one ``<image>`` of this size takes: base g*g + unpadded tiles h' x (w' + newline)."""
-        g = self.features_per_side
-        rows, cols = self.grid(height, width)
-        h, w = unpadded_shape(height, width, rows * g, cols * g)
-        return (g * g if self.use_thumbnail else 0) + h * (w + 1)
+    def kept(self, height: int, width: int, cur_h: int, cur_w: int) -> tuple[slice, slice]:
+        """The unpadded part (transformers' ``unpad_image``, `unpad_slices`)."""
+        return unpad_slices(height, width, cur_h, cur_w)
 
     def key(self) -> dict:
         """Everything that decides grids and token counts, as JSON (the dataset's cache key)."""
         return {"policy": "anyres", "tile_size": self.tile_size, "patch_size": self.patch_size,
                 "pinpoints": [list(p) for p in self.pinpoints], "use_thumbnail": self.use_thumbnail}
-
-    def tokens_of(self, images: Sequence) -> list[int]:
-        """`num_tokens` of each image (HxWx3 arrays or encoded bytes: only the header is read)."""
-        return [self.num_tokens(*image_hw(im)) for im in images]
 
     def views(self, image: np.ndarray) -> list[np.ndarray]:
         """The uint8 S x S views of one HxWx3 image: [base,] tiles row-major."""
@@ -163,18 +221,6 @@ class Tiling:
         base = np.asarray(pil.resize((s, s), resample=resample), dtype=np.uint8)
         return [base] + tiles
 
-    def __call__(self, images: Sequence):
-        """(pixels [sum of views, 3, S, S] float32, image_sizes [n, 2] int64 (height, width)) of
-        HxWx3 uint8 images or encoded image bytes, image after image."""
-        import torch
-
-        from megatron_sicog.data.image import decode_image
-
-        arrays = [decode_image(im) for im in images]
-        views = [v for a in arrays for v in self.views(a)]
-        sizes = torch.tensor([a.shape[:2] for a in arrays], dtype=torch.int64).reshape(-1, 2)
-        return self.processing(views), sizes
-
     # -- the HF processor ------------------------------------------------------------
     def to_hf(self) -> dict:
         """The ``preprocessor_config.json`` of ``LlavaNextImageProcessor`` with these pixels."""
@@ -190,6 +236,72 @@ class Tiling:
         cfg = self.to_hf()
         cfg.pop("image_processor_type")
         return llava_next_processor_class()(**cfg)
+
+
+def uhd_slice_grid(height: int, width: int, max_slice_nums: int = 7, scale_resolution: int = 336) -> tuple[int, int]:
+    """(rows, cols) of LLaVA-UHD's slices (``slice_image_minicpm``); (0, 0): not sliced.
+
+    ``multiple = min(ceil(w*h / S^2), max_slice_nums)``; at most 1, no slices. Else every
+    factorisation cols x rows of multiple-1, multiple and multiple+1 (leaving out 1 and
+    counts above the maximum), in that order and by increasing cols, is tried and the first
+    with the least ``|log(w/h) - log(cols/rows)|`` wins.
+    """
+    multiple = min(math.ceil(width * height / (scale_resolution * scale_resolution)), max_slice_nums)
+    if multiple <= 1:
+        return 0, 0
+    log_ratio = math.log(width / height)
+    best, best_err = (1, 1), float("inf")
+    for n in (multiple - 1, multiple, multiple + 1):
+        if n == 1 or n > max_slice_nums:
+            continue
+        for cols in range(1, n + 1):
+            if n % cols == 0:
+                err = abs(log_ratio - math.log(cols / (n // cols)))
+                if err < best_err:
+                    best, best_err = (n // cols, cols), err
+    return best
+
+
+@dataclass(frozen=True)
+class UHDSlicing(TilingPolicy):
+    """LLaVA-UHD-style slices (`uhd_slice_grid`, scale resolution = the tile size S) + the thumbnail."""
+
+    processing: ImageProcessing
+    patch_size: int
+    max_slice_nums: int = 7
+    use_thumbnail: bool = True
+
+    def __post_init__(self):
+        size = self.processing.output_size
+        if size is None or size[0] != size[1]:
+            raise ImageProcessorError(f"slicing needs square views; the processor gives {size}")
+        if size[0] % self.patch_size:
+            raise ValueError(f"slice size {size[0]} is not a multiple of the patch size {self.patch_size}")
+        if self.max_slice_nums < 2:
+            raise ValueError(f"max_slice_nums {self.max_slice_nums}: at least 2")
+        if not self.use_thumbnail:
+            raise ValueError("UHD slicing always has the thumbnail (the image as one view)")
+
+    def grid(self, height: int, width: int) -> tuple[int, int]:
+        return uhd_slice_grid(height, width, self.max_slice_nums, self.tile_size)
+
+    def kept(self, height: int, width: int, cur_h: int, cur_w: int) -> tuple[slice, slice]:
+        """All of it: the slices cover the resized image, nothing is padding."""
+        return slice(0, cur_h), slice(0, cur_w)
+
+    def key(self) -> dict:
+        return {"policy": "uhd", "tile_size": self.tile_size, "patch_size": self.patch_size,
+                "max_slice_nums": self.max_slice_nums, "use_thumbnail": self.use_thumbnail}
+
+    def views(self, image: np.ndarray) -> list[np.ndarray]:
+        """The uint8 S x S views: the thumbnail (whole image), then the slices row-major."""
+        s = self.tile_size
+        rows, cols = self.grid(*image.shape[:2])
+        out = [self._resized(image, s, s)]
+        if rows:
+            big = self._resized(image, rows * s, cols * s)
+            out += [big[i:i + s, j:j + s] for i in range(0, rows * s, s) for j in range(0, cols * s, s)]
+        return out
 
 
 def image_hw(image) -> tuple[int, int]:
