@@ -46,7 +46,11 @@ def step_consistency(text: str) -> Optional[dict]:
     a, b = set(_shapes(first)), set(_shapes(last))
     jaccard = len(a & b) / len(a | b) if a | b else 1.0
     words = _WORD.findall(first.lower())
+    # a step 1 that states a count ("Three shapes: ...") is held to it; one that lists the objects
+    # ("A large red circle and a small blue square ...") counts what it names
     count = next((_NUMBER[w] for w in words if w in _NUMBER), None)
+    if count is None and _shapes(first):
+        count = len(_shapes(first))
     return {"jaccard": jaccard, "count_agrees": count is not None and count == len(b)}
 
 

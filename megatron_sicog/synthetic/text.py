@@ -3,7 +3,8 @@
 All sentences are built from `vocab` words with a handful of fixed templates,
 objects always in reading order, so the texts are short and regular:
 
-* `cod_text(scene)` — the five CoD steps via `prompts.format_cod`; step 5 is
+* `cod_text(scene)` — the five CoD steps via `prompts.format_cod`; step 1 is
+  `align_caption(scene)` (the salient content in the alignment captions' words), step 5 is
   `caption(scene)`, the full coherent description the fidelity metric parses.
 * `align_caption(scene)` — a plain short caption for base-model alignment
   pre-training (colour, size, shape, background only; not CoD).
@@ -34,10 +35,6 @@ def _join(items: list[str]) -> str:
 
 def _cap(s: str) -> str:
     return s[:1].upper() + s[1:]
-
-
-def _count_phrase(n: int) -> str:
-    return f"{vocab.NUMBER_WORDS[n]} shape" + ("s" if n != 1 else "")
 
 
 def _texture_word(o: SceneObject) -> str:
@@ -90,7 +87,10 @@ def align_caption(scene: Scene) -> str:
 def cod_paragraphs(scene: Scene) -> list[str]:
     """The five CoD paragraphs; terse on purpose (the whole response stays ~100 tokens)."""
     objs = scene.ordered()
-    step1 = f"{_cap(_count_phrase(len(objs)))}: {', '.join(o.shape for o in objs)}."
+    # Step 1 (salient content) states what the alignment captions state, in their words: the description
+    # starts from what pre-training taught the model to see, as a real MLLM's first step draws on its
+    # pre-training captions; the later steps add what alignment never named (texture, position, the edges).
+    step1 = align_caption(scene)
     step2 = " ".join(
         f"{_cap(o.shape)}: {o.colour}, {o.size}{', ' + o.texture if o.texture != vocab.DEFAULT_TEXTURE else ''}."
         for o in objs
