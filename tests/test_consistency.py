@@ -39,6 +39,16 @@ def test_contradicting_steps_are_caught():
     assert r["jaccard"] == 1.0 and r["count_agrees"] is False
 
 
+def test_a_step_one_without_a_number_counts_the_objects_it_names():
+    sc = _scene(3, n=3)
+    paras = cod_paragraphs(sc)
+    assert step_consistency(prompts.format_cod(paras)) == {"jaccard": 1.0, "count_agrees": True}
+    o = sc.ordered()
+    paras[0] = f"A {o[0].size} {o[0].colour} {o[0].shape} and a {o[1].size} {o[1].colour} {o[1].shape}."
+    r = step_consistency(prompts.format_cod(paras))
+    assert r["count_agrees"] is False and r["jaccard"] < 1.0
+
+
 def test_unparsable_counts_as_zero():
     m = mean_step_consistency([cod_text(_scene(1)), "no steps at all"])
     assert m["n"] == 2 and m["parsed"] == 0.5

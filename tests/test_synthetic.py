@@ -162,6 +162,7 @@ def test_texts_state_the_graph():
     assert prompts.final_description(cod) == cap
     assert prompts.split_steps(cod)[3] == "Circle at top left, square at bottom right. Circle above and left of square."
     assert align_caption(scene) == "A large red circle and a small blue square on a gray background."
+    assert prompts.split_steps(cod)[1] == align_caption(scene)  # step 1 speaks the alignment captions' words
 
 
 def test_question_answers_are_true():
