@@ -72,3 +72,47 @@ def test_curate_tool_keeps_the_chain_consistent_candidate(tmp_path):
     r = subprocess.run([sys.executable, "tools/curate.py", "--input", str(src), "--output", str(tmp_path / "o2"),
                         "--scorer", "scene-facts", "--reasoning-scorer", "mbr"], capture_output=True, text=True)
     assert r.returncode == 2 and "scene-facts" in r.stderr
+
+
+def test_perceived_answers_of_the_worlds_questions():
+    from megatron_sicog.curation.scene_facts import consensus, perceived_answer
+    facts = consensus([cod_text(SCENE)] * 3)
+    assert perceived_answer("<image>\nHow many shapes are there?\nAnswer step by step", facts) == "2"
+    assert perceived_answer("What colour is the square?", facts) == "blue"
+    assert perceived_answer("Which is larger, the blue square or the red circle?", facts) == "circle"
+    assert perceived_answer("Is the red circle above the blue square?", facts) is None  # positions: not step 1
+    assert perceived_answer("What colour is the triangle?", facts) is None
+    twins = Scene(objects=[SceneObject("circle", "red", "large", "solid", 0, 0),
+                           SceneObject("circle", "blue", "small", "solid", 1, 1)], background="gray")
+    assert perceived_answer("What colour is the circle?", consensus([cod_text(twins)])) is None
+
+
+def test_curate_checks_answers_against_the_images_perception(tmp_path):
+    prompt = "<image>\nWhat colour is the square?\nAnswer step by step."
+    cot = lambda ans: prompts.format_cot("Find the colour of the square.", f"The square is {ans}.",
+                                         f"The square is {ans}.", ans)
+    rows = [{"id": "u0", "image": "u0.png", "task": "caption", "prompt": "<image>\nDescribe.",
+             "candidates": [cod_text(SCENE)] * 3},
+            # a 2-of-3 majority for the wrong colour, one candidate agreeing with the perceived blue
+            {"id": "u0_q0", "image": "u0.png", "task": "reasoning", "prompt": prompt,
+             "candidates": [cot("green"), cot("blue"), cot("green")]},
+            # every candidate contradicts the perception: dropped
+            {"id": "u0_q1", "image": "u0.png", "task": "reasoning", "prompt": prompt,
+             "candidates": [cot("red")] * 3},
+            # perception does not settle positions: the unanimous vote decides as before
+            {"id": "u0_q2", "image": "u0.png", "task": "reasoning",
+             "prompt": "<image>\nIs the red circle above the blue square?\nAnswer step by step.",
+             "candidates": [prompts.format_cot("Check.", "x", "y", "yes")] * 3}]
+    src = tmp_path / "c.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "cur.jsonl"
+    r = subprocess.run([sys.executable, "tools/curate.py", "--input", str(src), "--output", str(out),
+                        "--scorer", "scene-facts", "--caption-threshold", "0.9", "--reasoning-threshold", "1.0",
+                        "--no-progress", "--report-dir", str(tmp_path / "rep")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    kept = {json.loads(l)["id"]: json.loads(l) for l in out.read_text().splitlines()}
+    assert set(kept) == {"u0", "u0_q0", "u0_q2"}
+    assert kept["u0_q0"]["answer_key"] == "blue" and kept["u0_q0"]["kept_index"] == 1
+    assert kept["u0_q0"]["perceived_answer"] == "blue" and kept["u0_q0"]["agreeing_candidates"] == 1
+    summary = json.loads((tmp_path / "rep" / "summary.json").read_text())
+    assert "contradicts_perception" in json.dumps(summary)

@@ -214,6 +214,9 @@ class Curator:
             groups = [[c if chain else final_description(c) for c in outcomes[k].item.candidates]
                       for k in live["caption"]]
             all_scores = self.scorer.score(groups)
+            if chain:
+                for k in live["caption"]:
+                    self.scorer.remember(outcomes[k].item.image, outcomes[k].item.candidates)
             for k, sc in zip(live["caption"], all_scores):
                 self._finish_caption(outcomes[k], [float(x) for x in sc])
             self.scoring_seconds["caption"] += time.perf_counter() - t0
@@ -251,6 +254,8 @@ class Curator:
         it = o.item
         options = parse_options(it.prompt)
         answers, raws = candidate_answers(it.candidates, options)
+        if hasattr(self.scorer, "answer_for") and self._finish_by_perception(o, answers, raws):
+            return
         v = vote(answers, closeness, lambda i: follows_format(it.candidates[i], "cot"))
         self.candidate_counts["abstentions"] += v.abstentions
         if it.reference is not None and v.answer is not None:
@@ -264,6 +269,28 @@ class Curator:
         self._keep(o, v.kept_index, v.scores,
                    {"answer": surface_answer(raws, answers, v.answer, v.kept_index), "answer_key": v.answer,
                     "answers": v.answers, "abstentions": v.abstentions})
+
+    def _finish_by_perception(self, o: Outcome, answers: list, raws: list) -> bool:
+        """scene-facts: a question the image's perceived facts answer keeps the first candidate reaching
+        that answer (score 1.0) or is dropped (0.0); False when perception does not settle it."""
+        it = o.item
+        perceived = self.scorer.answer_for(it.image, it.prompt)
+        if perceived is None:
+            return False
+        agree = [a is not None and same_answer(perceived, a) for a in answers]
+        self.candidate_counts["perception_checked"] += 1
+        if it.reference is not None:
+            ref = it.reference if isinstance(it.reference, str) else str(it.reference)
+            o.reference_correct = same_answer(ref, perceived)
+        if not any(agree):
+            o.dropped, o.score = "contradicts_perception", 0.0
+            return True
+        best = agree.index(True)
+        o.score = 1.0
+        self._keep(o, best, [float(x) for x in agree],
+                   {"answer": raws[best], "answer_key": answers[best], "answers": answers,
+                    "perceived_answer": perceived, "agreeing_candidates": sum(agree)})
+        return True
 
     def _keep(self, o: Outcome, best: int, scores: list[float], extra: dict) -> None:
         it = o.item

@@ -3,7 +3,7 @@
 # captions and CoT answers on the held-out split, scored, with CoD step consistency. A few minutes instead of a
 # whole loop, for variants of the world's texts or of stage 1. One line per run goes to stage1_probe_results.jsonl.
 #
-#   SEED=777 [START=CKPT (default: the shipped base)] [SFT_ITERS=300] [SFT_LR=5e-4] [EXTRA_SFT="..."] examples/tiny/dev/stage1_probe.sh NAME
+#   SEED=777 [START=CKPT (default: the shipped base)] [SFT_ITERS=300] [SFT_LR=5e-4] [SFT_BLEND="0.75 SEED_IDX 0.25 OTHER"] [EXTRA_SFT="..."] examples/tiny/dev/stage1_probe.sh NAME
 set -euo pipefail
 : "${SEED:?SEED=<a development seed>}"
 REPO=$(cd "$(dirname "$0")/../../.." && pwd); V=$1
@@ -19,7 +19,7 @@ $PY tools/preprocess_data.py --input $W/data/seed.jsonl --image-root $W/data $TO
   --overwrite > $W/pre.log 2>&1
 $PY pretrain_sicog.py --stage sft --model-preset tiny --micro-batch-size 8 --global-batch-size 8 --seq-length 256 \
   --lr ${SFT_LR:-5e-4} --min-lr 5e-05 --lr-decay-style cosine --lr-warmup-iters 30 --train-iters ${SFT_ITERS:-300} \
-  --weight-decay 0.0 --clip-grad 1.0 --seed $SEED --data-path $W/idx/seed --split 100,0,0 $TOK --chat-template qwen2 \
+  --weight-decay 0.0 --clip-grad 1.0 --seed $SEED --data-path ${SFT_BLEND:-$W/idx/seed} --split 100,0,0 $TOK --chat-template qwen2 \
   --image-root $W/data --save $W/stage1 --save-interval 100000 --log-interval 50 --log-json $W/stage1.jsonl \
   --pretrained-checkpoint ${START:-$REPO/examples/tiny/base} --freeze-vision --pack-sequences ${EXTRA_SFT:-} > $W/stage1.log 2>&1
 t1=$(date +%s)
