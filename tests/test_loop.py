@@ -199,7 +199,7 @@ def test_every_stage_reads_what_an_earlier_one_wrote(tmp_path):
     graph = loop.graph()
     assert external_inputs(graph) == []
     deps = dependencies(graph)
-    assert deps["train_stage1"] == ["preprocess_seed", "train_base", "tokenizer"]
+    assert deps["train_stage1"] == ["preprocess_seed", "preprocess_align", "train_base", "tokenizer"]
     assert deps["curate_dpo"] == ["generate_cod_dpo", "generate_cot_dpo", "data"]
     assert deps["score_sicog"] == ["predictions_sicog", "data"]
 

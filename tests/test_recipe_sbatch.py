@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from megatron_sicog.recipe.stages import blend
+
 from megatron_sicog.loop import Loop, LoopConfig
 from megatron_sicog.recipe.graph import Step
 from megatron_sicog.recipe.round import RoundConfig, sicog_round
@@ -65,7 +67,8 @@ def test_the_same_config_gives_the_same_commands_on_both_launchers(kw, tmp_path,
     for name in steps:  # the in-process glue runs as a job of its own
         assert jobs[name]["args"][:2] == ["-m", "megatron_sicog.recipe.step"]
     assert jobs["train_stage1"]["recipe"] == "train.sbatch" and jobs["curate"]["recipe"] == "stage.sbatch"
-    assert jobs["train_stage1"]["after"] == ["preprocess_seed", "train_base", "tokenizer"]
+    # the seed SFT blends in the alignment captions (sft_align_mix): it waits for both
+    assert jobs["train_stage1"]["after"] == ["preprocess_seed", "preprocess_align", "train_base", "tokenizer"]
     assert jobs["score_sicog"]["after"] == ["predictions_sicog", "data"]
 
 
@@ -109,7 +112,9 @@ def test_the_cluster_round_and_the_demo_are_one_recipe(tmp_path):
     demo = {m.name: m.argv for m in loop.graph() if not isinstance(m, Step)}
     rc = RoundConfig(
         output_dir=str(out), base_checkpoint=str(loop.base_model or out / "ckpt" / "base"),
-        seed_data=[str(out / "idx" / "seed")],
+        seed_data=blend([(1.0 - c.sft_align_mix, str(out / "idx" / "seed")),
+                         (c.sft_align_mix, str(out / "idx" / "align"))]),  # the demo's seed SFT blend
+        scorer=c.scorer, caption_threshold=c.caption_threshold,
         caption_input=str(data / "unlabelled_images.jsonl"), qa_input=str(data / "unlabelled_questions.jsonl"),
         image_root=str(data), tokenizer_type="SentencePieceTokenizer", tokenizer_model=str(loop.tok),
         chat_template=c.chat_template, model_preset=c.model_preset, seq_length=c.seq_length, seed=c.seed,

@@ -25,7 +25,7 @@ def test_both_configs_take_the_shared_settings_from_one_declaration():
     demo, declared = _defaults(LoopConfig), _defaults(RoundSettings)
     assert {k for k in SHARED if demo[k] != declared[k]} == {
         "output_dir", "seq_length", "pack_sequences", "repretrain_from", "repretrain_curated_mix", "repretrain",
-        "max_new_tokens_cod", "max_new_tokens_cot", "generation_micro_batch"}
+        "max_new_tokens_cod", "max_new_tokens_cot", "generation_micro_batch", "scorer", "caption_threshold"}
     # the declared types and comments stay the base's: the demo's class redeclares no field of its own
     for f in dataclasses.fields(LoopConfig):
         if f.name in SHARED:

@@ -27,7 +27,7 @@ $PYTHON tools/generate_candidates.py --load $OUT/ckpt/stage1 --input $OUT/data/u
 $PYTHON tools/generate_candidates.py --load $OUT/ckpt/stage1 --input $OUT/data/unlabelled_questions.jsonl --image-root $OUT/data --mode cot --num-candidates 6 --temperature 0.7 --top-p 0.9 --max-new-tokens 100 --micro-batch-size 16 --seed 1234 --tokenizer-type SentencePieceTokenizer --tokenizer-model $OUT/tokenizer/sp.model --chat-template qwen2 --output $OUT/gen/cot.jsonl --resume --no-progress
 
 # curate
-$PYTHON tools/curate.py --input $OUT/gen/cod.jsonl $OUT/gen/cot.jsonl --output $OUT/gen/curated.jsonl --preference-output $OUT/gen/pairs.jsonl --report-dir $OUT/curation --scorer embedding --caption-threshold 0.85 --reasoning-threshold 1.0 --seed 1234 --overwrite --exclude $OUT/data/eval.jsonl --image-root $OUT/data --exclude-match image
+$PYTHON tools/curate.py --input $OUT/gen/cod.jsonl $OUT/gen/cot.jsonl --output $OUT/gen/curated.jsonl --preference-output $OUT/gen/pairs.jsonl --report-dir $OUT/curation --scorer scene-facts --caption-threshold 0.9 --reasoning-threshold 1.0 --seed 1234 --overwrite --exclude $OUT/data/eval.jsonl --image-root $OUT/data --exclude-match image
 
 # preprocess_curated
 $PYTHON tools/preprocess_data.py --input $OUT/gen/curated.jsonl --image-root $OUT/data --tokenizer-type SentencePieceTokenizer --tokenizer-model $OUT/tokenizer/sp.model --chat-template qwen2 --output-prefix $OUT/idx/curated --seq-length 256 --image-seq-length 16 --overlong drop --workers 0 --no-progress --overwrite
@@ -99,4 +99,4 @@ $PYTHON tools/generate_candidates.py --load $OUT/ckpt/sicog_50pct --input $OUT/e
 $PYTHON tools/evaluate.py --predictions $OUT/eval/sicog_50pct.predictions.jsonl --ground-truth $OUT/data/eval.jsonl --output $OUT/eval/sicog_50pct.metrics.json
 
 # curate_audit
-$PYTHON tools/curate.py --input $OUT/gen/cod.jsonl $OUT/gen/cot.jsonl --output $OUT/gen/curated_audit.jsonl --preference-output $OUT/gen/pairs_audit.jsonl --report-dir $OUT/curation_audit --scorer embedding --caption-threshold 0.85 --reasoning-threshold 1.0 --seed 1234 --overwrite --exclude $OUT/data/eval.jsonl --image-root $OUT/data --exclude-match image --audit $OUT/data/unlabelled_answers.jsonl $OUT/data/scene_graphs.jsonl
+$PYTHON tools/curate.py --input $OUT/gen/cod.jsonl $OUT/gen/cot.jsonl --output $OUT/gen/curated_audit.jsonl --preference-output $OUT/gen/pairs_audit.jsonl --report-dir $OUT/curation_audit --scorer scene-facts --caption-threshold 0.9 --reasoning-threshold 1.0 --seed 1234 --overwrite --exclude $OUT/data/eval.jsonl --image-root $OUT/data --exclude-match image --audit $OUT/data/unlabelled_answers.jsonl $OUT/data/scene_graphs.jsonl
