@@ -1,6 +1,5 @@
 """The one length-fitting rule (data/length.py) and its three users agree."""
 import numpy as np
-import torch
 
 from megatron_sicog.data.length import expanded_length, fit_prefix
 
@@ -35,26 +34,3 @@ def test_collate_cuts_an_image_that_does_not_fit():
     assert b.images.shape[0] == 1
     assert b.input_ids[0].tolist() == [1, 2, IMG, IMG, IMG, 3, 0]
     assert b.loss_mask[0].tolist() == [0, 0, 0, 0, 1, 0, 0]
-
-
-def test_collate_trim_keeps_every_target_and_image_position_and_only_drops_the_tail():
-    from megatron_sicog.model.batch import collate
-
-    IMG_ = 99
-    a = {"tokens": [5, IMG_, 6, 7, 8], "loss_mask": [0, 0, 0, 1, 1]}  # targets up to input position 5
-    b = {"tokens": [IMG_, 9, 3, 4], "loss_mask": [0, 0, 0, 0]}  # no target: the image still counts
-    imgs = lambda n: [np.zeros((3, 4, 4), dtype=np.float32)] * n  # noqa: E731
-    full = collate([dict(a, images=imgs(1)), dict(b, images=imgs(1))], seq_length=16, image_token_id=IMG_,
-                   num_image_tokens=3, pad_id=0)
-    cut = collate([dict(a, images=imgs(1)), dict(b, images=imgs(1))], seq_length=16, image_token_id=IMG_,
-                  num_image_tokens=3, pad_id=0, trim=True)
-    n = cut.input_ids.shape[1]
-    assert n == 6  # 5 6 6 6 6 7 | 8: the last target's input position is 5
-    for f in ("input_ids", "labels", "loss_mask", "position_ids"):
-        assert torch.equal(getattr(cut, f), getattr(full, f)[:, :n]), f
-    assert torch.equal(cut.attention_mask, full.attention_mask[:, :, :n, :n])
-    assert full.loss_mask[:, n:].sum() == 0 and not (full.input_ids[:, n:] == IMG_).any()
-    assert torch.equal(cut.images, full.images)
-    only_image = collate([dict(b, images=imgs(1))], seq_length=16, image_token_id=IMG_, num_image_tokens=3,
-                         pad_id=0, trim=True)
-    assert only_image.input_ids.shape[1] == 3  # the image run is whole

@@ -56,38 +56,3 @@ def test_without_vision_lr_every_group_follows_lr(wrapped):
     lrs = _lr_by_param(_stepped(wrapped, _args(), 2))
     assert all(lr == pytest.approx(1e-3) for lr, _ in lrs.values())
     assert len(lrs) == sum(1 for _ in wrapped.module.parameters())
-
-
-def test_cpu_adam_steps_foreach_and_matches_the_per_tensor_loop(wrapped):
-    """use_foreach switches every CPU group to the multi-tensor step; the update is the per-tensor one."""
-    from megatron_sicog.training.optim import torch_optimizers, use_foreach
-
-    params = list(wrapped.module.parameters())
-    start = [p.detach().clone() for p in params]
-    results = []
-    for foreach in (False, True):
-        with torch.no_grad():
-            for p, s in zip(params, start):
-                p.copy_(s)
-        opt = _stepped(wrapped, _args(), 0)
-        groups = [g for o in torch_optimizers(opt) for g in o.param_groups]
-        assert groups and all(g["foreach"] for g in groups)  # build_optimizer applied it
-        if not foreach:
-            for g in groups:
-                g["foreach"] = False
-        for step in range(3):
-            wrapped.zero_grad_buffer()
-            opt.zero_grad()
-            for i, p in enumerate(params):
-                p.main_grad.copy_(torch.sin(torch.arange(p.numel(), dtype=torch.float32) + i + step).view_as(p))
-            opt.step()
-        results.append([p.detach().clone() for p in params])
-        state = opt.state_dict()
-        for g in state["optimizer"]["param_groups"] if "optimizer" in state else []:
-            g["foreach"] = None  # a checkpoint saved before: loading restores its options...
-        opt.load_state_dict(state)
-        use_foreach(opt)  # ...and use_foreach turns the multi-tensor step back on
-        assert all(g["foreach"] for o in torch_optimizers(opt) for g in o.param_groups)
-    for a, b in zip(*results):
-        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
-    assert any(not torch.equal(a, s) for a, s in zip(results[1], start))  # the steps moved the weights

@@ -11,15 +11,6 @@ positions never carry loss. The attention mask is causal and, for packed
 sequences, block-diagonal over segments (no cross-sample attention; RoPE is
 relative, so continuing positions inside a pack change nothing).
 
-``trim=True`` drops the trailing positions no row needs: those after every
-row's last target and last image position. Attention is causal, so no kept
-position sees them, and they carry no loss: the losses and gradients are those
-of the full-length batch (up to float rounding of the shorter matmuls), for
-fewer FLOPs. Padding-heavy batches (unpacked SFT rows, 3/4 padding in the
-mock data) then cost what their content costs. Only for schedules that take
-any sequence length (the trainer trims at PP=1; pipeline stages exchange
-seq_length-shaped tensors).
-
 Tiled images (`tiling`, a `data.tiling.Tiling`): each image token expands to
 ``tiling.num_tokens(height, width)`` positions, so samples of one batch carry
 different numbers of image positions; ``Batch.images`` holds every image's views
@@ -71,16 +62,9 @@ def attention_mask_from_segments(segment_ids: torch.Tensor) -> torch.Tensor:
     return ~(causal[None] & same)[:, None]
 
 
-def needed_length(input_ids: np.ndarray, loss_mask: np.ndarray, image_token_id: int) -> int:
-    """1 + the last position [b, s] any row computes for: a target, or an image slot (at least 1)."""
-    used = (loss_mask > 0) | (input_ids == image_token_id)
-    cols = np.flatnonzero(used.any(axis=0))
-    return int(cols[-1]) + 1 if cols.size else 1
-
-
 def collate(samples: Sequence[dict], seq_length: int, image_token_id: int, num_image_tokens: int,
-            pad_id: int, image_transform: Optional[Callable] = None, tiling=None, trim: bool = False) -> Batch:
-    """Build a Batch of exactly `seq_length` positions from dataset samples (`trim`: at most that many).
+            pad_id: int, image_transform: Optional[Callable] = None, tiling=None) -> Batch:
+    """Build a Batch of exactly `seq_length` positions from dataset samples.
 
     Over-long samples are cut to seq_length+1 expanded tokens by
     `data.length.fit_prefix` (an image whose patch run would be cut is dropped,
@@ -114,9 +98,6 @@ def collate(samples: Sequence[dict], seq_length: int, image_token_id: int, num_i
         n = len(tok)
         ids[i, :n], mask[i, :n], segs[i, :n] = tok, lm, seg
         images.extend(imgs)
-    if trim:
-        seq_length = needed_length(ids[:, :-1], mask[:, 1:], image_token_id)
-        ids, mask, segs = ids[:, :seq_length + 1], mask[:, :seq_length + 1], segs[:, :seq_length + 1]
     input_ids = torch.from_numpy(ids[:, :-1].copy())
     labels = torch.from_numpy(ids[:, 1:].copy())
     loss_mask = torch.from_numpy(mask[:, 1:].copy())

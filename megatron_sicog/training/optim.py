@@ -8,11 +8,6 @@
   ``--vision-lr`` puts the vision encoder's parameters in their own parameter
   group through megatron-core's ``config_overrides`` (name pattern
   ``*vision.*``), on top of its standard no-weight-decay group for biases.
-  On the CPU its torch ``AdamW`` steps with ``foreach=True`` (`use_foreach`):
-  torch picks the per-tensor loop there by default (one Python-dispatched op
-  per parameter per formula term); the multi-tensor path computes the same
-  update (losses equal to the last digit printed in
-  benchmarks/RESULTS.md) in about 2/3 of the time.
 * `build_scheduler`: megatron's `OptimizerParamScheduler`, stepped once per
   iteration (warmup / decay counted in iterations).
 """
@@ -59,29 +54,7 @@ def build_optimizer(ddp_models, args):
         use_distributed_optimizer=args.use_distributed_optimizer,
         initial_loss_scale=2 ** 16,  # fp16: dynamic loss scaling (loss_scale=None)
     )
-    optimizer = get_megatron_optimizer(cfg, ddp_models, config_overrides=param_group_overrides(cfg, args))
-    use_foreach(optimizer)
-    return optimizer
-
-
-def torch_optimizers(optimizer) -> list:
-    """The torch optimizers inside a megatron (chained) optimizer."""
-    inner = getattr(optimizer, "chained_optimizers", None)
-    if inner is not None:
-        return [o for c in inner for o in torch_optimizers(c)]
-    return [optimizer.optimizer]
-
-
-def use_foreach(optimizer) -> None:
-    """Multi-tensor Adam steps for CPU parameters (GPU: torch already defaults to them).
-
-    Also after ``load_state_dict``: torch restores each group's options, ``foreach`` included,
-    from the checkpoint.
-    """
-    for opt in torch_optimizers(optimizer):
-        for group in opt.param_groups:
-            if "foreach" in group and all(p.device.type == "cpu" for p in group["params"]):
-                group["foreach"] = True
+    return get_megatron_optimizer(cfg, ddp_models, config_overrides=param_group_overrides(cfg, args))
 
 
 # parameter names seen by the optimizer: "module.vision.decoder.layers.0...." (DDP-wrapped)

@@ -41,7 +41,7 @@ from megatron_sicog.data.sampler import ResumableDataLoader
 from megatron_sicog.training.metrics import MetricsLogger
 from megatron_sicog.training.objectives import build_objective
 from megatron_sicog.training.optim import (build_optimizer, build_scheduler, params_dtype, schedule_changes,
-                                           use_foreach, wrap_model)
+                                           wrap_model)
 
 log = logging.getLogger("sicog.train")
 
@@ -196,8 +196,7 @@ class Trainer:
         pad = self.tokenizer.pad if self.tokenizer else 0
         return partial(collate, seq_length=self.args.seq_length, image_token_id=m.image_token_id,
                        num_image_tokens=m.vision.num_image_tokens, pad_id=pad,
-                       image_transform=for_vision(m.vision), tiling=tiling_for(m.vision),
-                       trim=parallel_state.get_pipeline_model_parallel_world_size() == 1)
+                       image_transform=for_vision(m.vision), tiling=tiling_for(m.vision))
 
     def _build_data(self):
         a = self.args
@@ -228,7 +227,6 @@ class Trainer:
                 log.warning("LR schedule: " + ("following the flags" if a.override_opt_param_scheduler
                                                else "keeping the checkpoint's") + " (" + "; ".join(changed) + ")")
             self.optimizer.load_state_dict(state["optimizer"])
-            use_foreach(self.optimizer)
             self.scheduler.load_state_dict(state["scheduler"])
             self.train_data.load_state_dict(state["data"])
             runtime.set_rng_state(state["rng"])
