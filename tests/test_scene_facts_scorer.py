@@ -116,3 +116,41 @@ def test_curate_checks_answers_against_the_images_perception(tmp_path):
     assert kept["u0_q0"]["perceived_answer"] == "blue" and kept["u0_q0"]["agreeing_candidates"] == 1
     summary = json.loads((tmp_path / "rep" / "summary.json").read_text())
     assert "contradicts_perception" in json.dumps(summary)
+
+
+def test_perception_holds_whatever_the_order_of_files_and_chunks(tmp_path):
+    """Questions in a file before their image's caption item, one item per chunk: the same decisions."""
+    from megatron_sicog.curation.pipeline import curate
+    prompt = "<image>\nWhat colour is the square?\nAnswer step by step."
+    cot = lambda ans: prompts.format_cot("Find the colour of the square.", f"The square is {ans}.",
+                                         f"The square is {ans}.", ans)
+    cap = {"id": "u0", "image": "u0.png", "task": "caption", "prompt": "<image>\nDescribe.",
+           "candidates": [cod_text(SCENE)] * 3}
+    qs = [{"id": "u0_q0", "image": "u0.png", "task": "reasoning", "prompt": prompt,
+           "candidates": [cot("green"), cot("blue"), cot("green")]},
+          {"id": "u0_q1", "image": "u0.png", "task": "reasoning", "prompt": prompt, "candidates": [cot("red")] * 3}]
+    cot_file, cod_file = tmp_path / "cot.jsonl", tmp_path / "cod.jsonl"
+    cot_file.write_text("".join(json.dumps(r) + "\n" for r in qs))
+    cod_file.write_text(json.dumps(cap) + "\n")
+    res = curate([cot_file, cod_file], tmp_path / "cur.jsonl", scorer="scene-facts", caption_threshold=0.9,
+                 reasoning_threshold=1.0, chunk_items=1, progress=False)
+    kept = {json.loads(l)["id"]: json.loads(l) for l in (tmp_path / "cur.jsonl").read_text().splitlines()}
+    assert set(kept) == {"u0", "u0_q0"}
+    assert kept["u0_q0"]["perceived_answer"] == "blue" and kept["u0_q0"]["kept_index"] == 1
+    assert res.summary["tasks"]["reasoning"]["dropped"]["contradicts_perception"] == 1
+
+
+def test_a_plain_scorer_object_is_adapted():
+    """Any object with `score(groups)` curates; it perceives nothing, so questions go to the vote."""
+    from megatron_sicog.curation.pipeline import Curator, CurationConfig, Item
+
+    class Ones:
+        name = "ones"
+
+        def score(self, groups):
+            return [np.ones(len(g)) for g in groups]
+
+    cur = Curator(CurationConfig(), Ones())
+    assert cur.scorer.name == "ones" and not cur.scorer.perceives and cur.scorer.answer_for("x", "q") is None
+    out = cur.process([Item("c", "caption", "<image>\nDescribe.", [cod_text(SCENE), "A red circle."])])[0]
+    assert out.score == 1.0 and out.record["kept_index"] == 0

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence, Union
 
 from megatron_sicog.curation.report import CurationStats, summary_dict, write_report
-from megatron_sicog.curation.scorers import LexicalScorer, Scorer, make_scorer
+from megatron_sicog.curation.scorers import BaseScorer, LexicalScorer, Scorer, as_scorer, make_scorer
 from megatron_sicog.curation.answers import same_answer
 from megatron_sicog.curation.vote import candidate_answer, candidate_answers, parse_options, surface_answer, vote
 from megatron_sicog.io import RecordError, atomic_path, dumps, iter_records
@@ -173,7 +173,7 @@ class Curator:
     def __init__(self, config: CurationConfig, scorer: Optional[Scorer] = None, audit: Optional[Any] = None):
         self.config = config
         self.audit = audit  # audit.AuditLabels: judges the label kept for each scored item
-        self.scorer = scorer if scorer is not None else LexicalScorer()
+        self.scorer: BaseScorer = as_scorer(scorer) if scorer is not None else LexicalScorer()
         self.lexical = self.scorer if isinstance(self.scorer, LexicalScorer) else LexicalScorer()
         self.scoring_seconds: Counter = Counter()
         self.candidate_counts: Counter = Counter()
@@ -210,13 +210,10 @@ class Curator:
                 live[o.item.task].append(k)
         if live["caption"]:
             t0 = time.perf_counter()
-            chain = getattr(self.scorer, "reads_chain", False)  # scene-facts reads every CoD step
+            chain = self.scorer.reads_chain  # scene-facts reads every CoD step
             groups = [[c if chain else final_description(c) for c in outcomes[k].item.candidates]
                       for k in live["caption"]]
             all_scores = self.scorer.score(groups)
-            if chain:
-                for k in live["caption"]:
-                    self.scorer.remember(outcomes[k].item.image, outcomes[k].item.candidates)
             for k, sc in zip(live["caption"], all_scores):
                 self._finish_caption(outcomes[k], [float(x) for x in sc])
             self.scoring_seconds["caption"] += time.perf_counter() - t0
@@ -254,7 +251,7 @@ class Curator:
         it = o.item
         options = parse_options(it.prompt)
         answers, raws = candidate_answers(it.candidates, options)
-        if hasattr(self.scorer, "answer_for") and self._finish_by_perception(o, answers, raws):
+        if self._finish_by_perception(o, answers, raws):
             return
         v = vote(answers, closeness, lambda i: follows_format(it.candidates[i], "cot"))
         self.candidate_counts["abstentions"] += v.abstentions
@@ -271,8 +268,9 @@ class Curator:
                     "answers": v.answers, "abstentions": v.abstentions})
 
     def _finish_by_perception(self, o: Outcome, answers: list, raws: list) -> bool:
-        """scene-facts: a question the image's perceived facts answer keeps the first candidate reaching
-        that answer (score 1.0) or is dropped (0.0); False when perception does not settle it."""
+        """A question the image's perceived facts answer (`BaseScorer.answer_for`, scene-facts) keeps the
+        first candidate reaching that answer (score 1.0) or is dropped (0.0); False when perception does
+        not settle it (every other scorer)."""
         it = o.item
         perceived = self.scorer.answer_for(it.image, it.prompt)
         if perceived is None:
@@ -381,6 +379,16 @@ def _read(paths: Sequence[Path], stats: CurationStats, errors: list[dict]) -> It
             yield item
 
 
+def _perceive(scorer: BaseScorer, paths: Sequence[Path], require_format: bool) -> None:
+    """One pass over the caption items (their format-following candidates with `require_format`),
+    handing each image's candidates to `scorer.perceive`; invalid records are reported by the main pass."""
+    for item in _read(paths, CurationStats(), []):
+        if item.task == "caption":
+            cands = [c for c in item.candidates if follows_format(c, "cod")] if require_format else item.candidates
+            if cands:
+                scorer.perceive(item.image, cands)
+
+
 def curate(
     inputs: Union[PathLike, Sequence[PathLike]],
     output: PathLike,
@@ -475,8 +483,8 @@ def curate(
         scorer_obj = make_scorer(scorer, embedding_model, batch_size=batch_size, device=device,
                                  include_self=mbr_include_self)
     else:
-        scorer_obj = scorer
-        if mbr_include_self != bool(getattr(scorer_obj, "include_self", False)):
+        scorer_obj = as_scorer(scorer)
+        if mbr_include_self != scorer_obj.include_self:
             raise ValueError("mbr_include_self differs from the given scorer's include_self")
     labels = None
     if audit:
@@ -494,6 +502,8 @@ def curate(
             DEFAULT_MAX_DISTANCE if exclude_max_distance is None else exclude_max_distance,
             DEFAULT_MAX_COLOUR if exclude_max_colour is None else exclude_max_colour,
             DEFAULT_MAX_CELL if exclude_max_cell is None else exclude_max_cell)
+    if scorer_obj.perceives:  # every image's perception before any question, whatever the files' order
+        _perceive(scorer_obj, paths, config.require_format)
     excluded_examples: list[dict] = []
     stats = CurationStats()
     errors: list[dict] = list(labels.errors) if labels is not None else []
@@ -579,8 +589,8 @@ def curate(
         "output": str(output),
         "preference_output": str(preference_output) if preference_output is not None else None,
         "errors_output": str(errors_output),
-        "scorer": getattr(scorer_obj, "name", type(scorer_obj).__name__),
-        "embedding_model": getattr(scorer_obj, "model_name", None),
+        "scorer": scorer_obj.name,
+        "embedding_model": scorer_obj.model_name,
         "require_format": require_format,
         "min_candidates": config.min_candidates,
         "seed": seed,
@@ -624,22 +634,22 @@ def _contamination(item: Item, exclusion: Any, image_root: Optional[PathLike],
     return exclusion.check(images, question_of_prompt(item.prompt))
 
 
-def mbr_convention(scorer: Any) -> str:
-    if getattr(scorer, "reads_chain", False):
+def mbr_convention(scorer: BaseScorer) -> str:
+    if scorer.reads_chain:
         return "chain: final-description facts vs the facts most candidates' step 1 state (no MBR)"
-    if getattr(scorer, "include_self", False):
+    if scorer.include_self:
         return "include_self: mean cosine over all N candidates, itself included (the reference's)"
     return "exclude_self: mean cosine over the other N-1 candidates"
 
 
-def provenance(config: CurationConfig, scorer: Any, task: str) -> dict:
+def provenance(config: CurationConfig, scorer: BaseScorer, task: str) -> dict:
     """What curation adds to a record's provenance: scorer, threshold and convention."""
     by_vote = task == "reasoning" and config.reasoning_scorer == "vote"
     return {
-        "scorer": "answer_vote" if by_vote else getattr(scorer, "name", type(scorer).__name__),
-        "embedding_model": None if by_vote else getattr(scorer, "model_name", None),
+        "scorer": "answer_vote" if by_vote else scorer.name,
+        "embedding_model": None if by_vote else scorer.model_name,
         "on": "final answer" if by_vote else ("conclusion step" if task == "reasoning" else
-                                              "steps 1 and 5" if getattr(scorer, "reads_chain", False)
+                                              "steps 1 and 5" if scorer.reads_chain
                                               else "final description"),
         "threshold": round(config.threshold(task), 6),
         "threshold_rule": "absolute" if config.keep_fraction is None else f"keep_fraction {config.keep_fraction:g}",

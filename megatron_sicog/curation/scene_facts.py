@@ -16,9 +16,9 @@ own candidates and nothing else:
 
 A group of one candidate is scored against its own step 1.
 
-Reasoning items are checked against the same image's perception: when the
-image's caption item came first (the loop writes CoD candidates before CoT),
-its step-1 consensus answers the colour, count and size-comparison questions of
+Reasoning items are checked against the same image's perception: `curate`
+reads every caption item once before scoring (`perceive`), whatever the order
+of its input files, and the image's step-1 consensus answers the colour, count and size-comparison questions of
 the world (`perceived_answer`). A CoT item whose question it answers is kept
 with the first candidate that reaches that answer (score 1.0, "agrees with the
 model's own perception"; none does: dropped, score 0); other questions (positions)
@@ -36,8 +36,10 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..evaluation.facts import text_facts
+from ..evaluation.metrics import fact_fidelity
 from ..prompts import split_steps
 from ..synthetic import vocab
+from .scorers import BaseScorer
 
 __all__ = ["SceneFactsScorer", "STEP1_KINDS", "chain_scores", "consensus", "perceived_answer"]
 
@@ -49,10 +51,9 @@ def _facts(text: str) -> set:
     return {f for f in text_facts(text) if f[0] in STEP1_KINDS}
 
 
-def _f1(a: set, b: set) -> float:
-    if not a and not b:
-        return 1.0
-    return 2 * len(a & b) / (len(a) + len(b))
+def _f1(final: set, agreed: set) -> float:
+    """`fact_fidelity`'s F1 of the final description against the consensus; 1.0 when both are empty."""
+    return fact_fidelity(final, agreed).f1 if final or agreed else 1.0
 
 
 def consensus(candidates: Sequence[str]) -> set:
@@ -98,11 +99,12 @@ def perceived_answer(question: str, facts: set) -> Optional[str]:
     return None
 
 
-class SceneFactsScorer:
-    """`Scorer` interface over whole CoD texts (`reads_chain`: the curator passes every step)."""
+class SceneFactsScorer(BaseScorer):
+    """`BaseScorer` over whole CoD texts (`reads_chain`: the curator passes every step)."""
 
     name = "scene-facts"
     reads_chain = True
+    perceives = True
     include_self = False
 
     def __init__(self):
@@ -111,7 +113,7 @@ class SceneFactsScorer:
     def score(self, groups: Sequence[Sequence[str]]) -> list[np.ndarray]:
         return [np.asarray(chain_scores(g), dtype=np.float64) for g in groups]
 
-    def remember(self, image, candidates: Sequence[str]) -> None:
+    def perceive(self, image, candidates: Sequence[str]) -> None:
         """Keep an image's perception (its caption item's step-1 consensus) for its questions."""
         if image is not None:
             self.perceived[_image_key(image)] = consensus(candidates)

@@ -75,6 +75,53 @@ class Scorer(Protocol):
         """Per-candidate MBR scores, one array per group."""
 
 
+class BaseScorer:
+    """What the curator asks of every scorer beyond `score`, with the defaults of an MBR scorer.
+
+    * ``include_self``: the MBR convention (a candidate's own similarity counted or not);
+    * ``reads_chain``: the curator passes whole CoD texts (every step), not the final description;
+    * ``model_name``: the embedding model recorded in provenance, None for none;
+    * ``perceives`` with `perceive` / `answer_for`: a scorer that reads the image's perception from
+      its caption candidates (before any question is scored, `curate` makes one pass over the
+      caption items) and answers a question from it; the default perceives nothing, answers nothing.
+    """
+
+    name = "scorer"
+    include_self = False
+    reads_chain = False
+    perceives = False
+    model_name: Optional[str] = None
+
+    def score(self, groups: Sequence[Sequence[str]]) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def perceive(self, image, candidates: Sequence[str]) -> None:
+        """Called once per caption item, before the chunks are scored."""
+
+    def answer_for(self, image, question: str) -> Optional[str]:
+        """The answer the image's perception gives to `question`, or None."""
+        return None
+
+
+class AdaptedScorer(BaseScorer):
+    """A plain object with ``score(groups)`` (and optionally ``name``, ``include_self``) as a `BaseScorer`."""
+
+    def __init__(self, scorer: Scorer):
+        self.inner = scorer
+        self.name = getattr(scorer, "name", type(scorer).__name__)
+        self.include_self = bool(getattr(scorer, "include_self", False))
+        self.model_name = getattr(scorer, "model_name", None)
+
+    def score(self, groups: Sequence[Sequence[str]]) -> list[np.ndarray]:
+        return self.inner.score(groups)
+
+
+def as_scorer(scorer: Union[Scorer, BaseScorer]) -> BaseScorer:
+    """`scorer` itself when it is a `BaseScorer`, else wrapped in `AdaptedScorer` (the one place a
+    user-supplied object is inspected)."""
+    return scorer if isinstance(scorer, BaseScorer) else AdaptedScorer(scorer)
+
+
 def lexical_features(text: str) -> list[str]:
     """Unigram and bigram features of one text (stop words removed first)."""
     toks = [t for t in lexical_tokens(text) if t not in STOP_WORDS]
@@ -115,7 +162,7 @@ def mbr_from_unit_vectors(dots: np.ndarray, self_dots: np.ndarray, sizes: np.nda
     return np.round(np.clip(out, -1.0, 1.0), SCORE_DECIMALS)
 
 
-class LexicalScorer:
+class LexicalScorer(BaseScorer):
     """Bag-of-words (unigram + bigram, sublinear tf) cosine MBR; no model."""
 
     name = "lexical"
@@ -235,7 +282,7 @@ def default_embedding_model_path() -> str:
     return str(get_model_path())
 
 
-class EmbeddingScorer:
+class EmbeddingScorer(BaseScorer):
     """Sentence-embedding cosine MBR (sentence-transformers, batched)."""
 
     name = "embedding"
@@ -292,7 +339,7 @@ class EmbeddingScorer:
 
 
 def make_scorer(name: str, embedding_model=None, batch_size: int = 64, device: Optional[str] = None,
-                include_self: bool = False) -> Scorer:
+                include_self: bool = False) -> BaseScorer:
     if name == "lexical":
         return LexicalScorer(include_self)
     if name == "embedding":
