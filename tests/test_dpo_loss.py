@@ -66,13 +66,13 @@ def test_dpo_loss_equals_trl_formula_on_the_same_model(mcore, beta):
     b = pi.shape[0] // 2
     z = beta * ((pi[:b] - rf[:b]) - (pi[b:] - rf[b:]))
     want = -F.logsigmoid(z).mean()
-    torch.testing.assert_close(loss, want, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(logs["chosen_logp"], pi[:b].mean(), rtol=1e-5, atol=1e-4)
-    torch.testing.assert_close(logs["rejected_logp"], pi[b:].mean(), rtol=1e-5, atol=1e-4)
-    torch.testing.assert_close(logs["chosen_reward"], (beta * (pi[:b] - rf[:b])).mean(), rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(logs["rejected_reward"], (beta * (pi[b:] - rf[b:])).mean(), rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(logs["reward_margin"], (z / 1.0).mean(), rtol=1e-4, atol=1e-5)
-    assert float(logs["reward_accuracy"]) == float((z > 0).float().mean())
+    torch.testing.assert_close(loss, want, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(logs["logps/chosen"], pi[:b].mean(), rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(logs["logps/rejected"], pi[b:].mean(), rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(logs["rewards/chosen"], (beta * (pi[:b] - rf[:b])).mean(), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(logs["rewards/rejected"], (beta * (pi[b:] - rf[b:])).mean(), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(logs["rewards/margins"], (z / 1.0).mean(), rtol=1e-4, atol=1e-5)
+    assert float(logs["rewards/accuracies"]) == float((z > 0).float().mean())
     assert abs(float(loss) - float(np.log(2))) > 1e-4  # the policy differs from the reference
 
 

@@ -37,7 +37,7 @@ def test_dpo_pp2_equals_pp1_loss_and_gradients(tmp_path, init_ckpt):
     assert abs(a["first"]["dpo_loss"] - math.log(2)) < 1e-5  # policy == reference at the first step
     assert abs(a["second"]["dpo_loss"] - math.log(2)) > 1e-4  # ... and not at the second: the reference counts
     for step in ("first", "second"):
-        for k in ("dpo_loss", "margin", "chosen_logp", "rejected_logp", "reward_margin"):
+        for k in ("dpo_loss", "rewards/margins", "logps/chosen", "logps/rejected", "rewards/chosen"):
             assert b[step][k] == pytest.approx(a[step][k], rel=1e-5, abs=1e-6), (step, k, a[step], b[step])
     assert sorted(a["grads"]) == sorted(b["grads"])
     nonzero = 0

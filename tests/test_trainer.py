@@ -69,17 +69,29 @@ def test_sigterm_then_resume_equals_uninterrupted_run(tmp_path):
 
 
 def test_dpo_margin_rises_and_loss_falls(tmp_path):
+    """The --log-json record of every DPO iteration holds TRL DPOTrainer's metrics, consistent with each other."""
     log = tmp_path / "dpo.jsonl"
-    _run("--stage", "dpo", "--train-iters", "10", "--dpo-beta", "0.1", "--lr", "1e-4", "--lr-warmup-iters", "1",
-         "--micro-batch-size", "4", "--global-batch-size", "8", "--log-json", str(log))
+    p = _run("--stage", "dpo", "--train-iters", "10", "--dpo-beta", "0.1", "--lr", "1e-4", "--lr-warmup-iters",
+             "1", "--micro-batch-size", "4", "--global-batch-size", "8", "--log-json", str(log))
     recs = [json.loads(line) for line in open(log)]
+    assert [r["iteration"] for r in recs] == list(range(1, 11))
+    keys = ("logps/chosen", "logps/rejected", "rewards/chosen", "rewards/rejected", "rewards/margins",
+            "rewards/accuracies")
+    for r in recs:
+        assert all(k in r for k in keys), r
+        assert r["rewards/margins"] == pytest.approx(r["rewards/chosen"] - r["rewards/rejected"], abs=1e-6)
+        assert 0.0 <= r["rewards/accuracies"] <= 1.0
+    # the console line carries them too
+    assert "rewards/margins" in p.stdout and "logps/chosen" in p.stdout and "rewards/accuracies" in p.stdout
     loss = [r["dpo_loss"] for r in recs]
-    margin = [r["margin"] for r in recs]  # policy log p(chosen) - log p(rejected)
+    margin = [r["logps/chosen"] - r["logps/rejected"] for r in recs]  # policy log p(chosen) - log p(rejected)
     assert abs(loss[0] - 0.6931) < 1e-3  # policy == reference at step 1: -log sigmoid(0)
+    assert abs(recs[0]["rewards/margins"]) < 1e-5 and abs(recs[0]["rewards/chosen"]) < 1e-5
     late_loss, late_margin = sum(loss[-3:]) / 3, sum(margin[-3:]) / 3
     assert late_loss < loss[0] - 0.1, loss
     assert late_margin > margin[0] + 2.0, margin
-    assert all(r["reward_accuracy"] >= 0.5 for r in recs[-3:]), recs[-3:]
+    assert recs[-1]["rewards/margins"] > 0.2, recs[-1]
+    assert all(r["rewards/accuracies"] >= 0.5 for r in recs[-3:]), recs[-3:]
 
 
 def test_chat_template_defaults_to_the_starting_checkpoints(mcore, tmp_path):

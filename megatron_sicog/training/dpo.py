@@ -8,6 +8,11 @@ model, partitioned like the policy; `training.objectives.DPOObjective` runs it
 through the same pipeline schedule.
 
     loss = -log sigmoid(beta * ((pi_c - pi_r) - (ref_c - ref_r)))
+
+the sigmoid loss of TRL's DPOTrainer (no label smoothing, no SFT term), averaged over pairs; pi / ref
+are sums over the reply tokens (the assistant turn and its end-of-turn token; prompt and image
+positions carry no loss), labels shifted by one. Per-step metrics carry TRL's names (logps/chosen,
+rewards/margins, ...).
 """
 from __future__ import annotations
 
@@ -30,15 +35,16 @@ def dpo_loss(loss_mask: torch.Tensor, ref_logps: torch.Tensor, beta: float, outp
     # implicit rewards, as TRL's DPOTrainer logs them: beta * (policy - reference) log-prob
     chosen_reward = beta * (logps[:b] - ref_logps[:b])
     rejected_reward = beta * (logps[b:] - ref_logps[b:])
+    # metrics under TRL DPOTrainer's names: policy sequence log-probs, implicit rewards, their margin and
+    # the fraction of pairs whose chosen reward beats the rejected one
     return loss, {
         "dpo_loss": loss.detach().clone(),
-        "margin": policy_margin.mean().detach(),
-        "reward_accuracy": (logits > 0).float().mean().detach(),
-        "chosen_logp": logps[:b].mean().detach(),
-        "rejected_logp": logps[b:].mean().detach(),
-        "chosen_reward": chosen_reward.mean().detach(),
-        "rejected_reward": rejected_reward.mean().detach(),
-        "reward_margin": (chosen_reward - rejected_reward).mean().detach(),
+        "rewards/margins": (chosen_reward - rejected_reward).mean().detach(),
+        "rewards/accuracies": (chosen_reward > rejected_reward).float().mean().detach(),
+        "rewards/chosen": chosen_reward.mean().detach(),
+        "rewards/rejected": rejected_reward.mean().detach(),
+        "logps/chosen": logps[:b].mean().detach(),
+        "logps/rejected": logps[b:].mean().detach(),
     }
 
 

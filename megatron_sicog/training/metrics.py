@@ -1,7 +1,8 @@
 """Training metrics: console line per --log-interval, JSON per iteration, TensorBoard, loss-curve PNG.
 
-The objective's loss keys name what is printed: the first (the loss) and the
-second, when there is one, on the console line and the first on the curve.
+The objective's loss keys name what is printed: all of them on the console line
+(DPO: the loss, reward margin / accuracy, rewards and log-probs of chosen and
+rejected), the first (the loss) on the curve.
 Only the rank that owns the loss (the last pipeline stage's first TP / DP rank)
 writes. The JSON log is appended and flushed each iteration; on resume it is
 truncated to the resumed iteration so the file holds one line per iteration.
@@ -66,7 +67,7 @@ class MetricsLogger:
         it = rec["iteration"]
         if it % self.log_interval == 0 or it == 1:
             loss_key = self.loss_keys[0]
-            extra = "".join(f" {k} {rec[k]:.3f} |" for k in self.loss_keys[1:2])
+            extra = "".join(f" {k} {rec[k]:.3f} |" for k in self.loss_keys[1:])
             log.info(f" iteration {it:>6} | {loss_key} {rec[loss_key]:.5f} |{extra} lr {rec['lr']:.3e} | "
                      f"grad norm {rec['grad_norm']:.3f} | tokens/s {rec['tokens_per_sec']:.0f} | "
                      f"{rec['elapsed_ms']:.0f} ms/iter")

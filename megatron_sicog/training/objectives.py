@@ -82,8 +82,8 @@ def _reference_loss(loss_mask, output_tensor):
 
 
 class DPOObjective:
-    loss_keys = ("dpo_loss", "margin", "reward_accuracy", "chosen_logp", "rejected_logp",
-                 "chosen_reward", "rejected_reward", "reward_margin")
+    loss_keys = ("dpo_loss", "rewards/margins", "rewards/accuracies", "rewards/chosen", "rewards/rejected",
+                 "logps/chosen", "logps/rejected")
     rows_per_sample = 2
 
     def __init__(self, beta: float):
