@@ -159,8 +159,9 @@ def make_hf_llava_next(family: str, path: Path, seed: int = 0):
     size = cfg.vision_config.image_size
     proc = llava_next_processor_class()(size={"shortest_edge": size}, crop_size={"height": size, "width": size},
                                         image_grid_pinpoints=PINPOINTS)
-    if family == "siglip":
+    if family == "siglip":  # SigLIP's pixels; the tile LlavaNextImageProcessor cuts is crop_size, even uncropped
         proc = llava_next_processor_class()(size={"height": size, "width": size}, do_center_crop=False,
+                                            crop_size={"height": size, "width": size},
                                             image_mean=[0.5] * 3, image_std=[0.5] * 3,
                                             image_grid_pinpoints=PINPOINTS)
     proc.save_pretrained(str(path))

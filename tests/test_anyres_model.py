@@ -1,12 +1,13 @@
 """Tiled images through the model: our LLaVA-NeXT computes what transformers' does, and converts back exactly.
 
-A tiny random ``LlavaNextForConditionalGeneration`` (CLIP + Qwen2, 32 px tiles, LLaVA-NeXT's
-five grids) is built from a config, imported at TP=1, and run on one batch from the
+A tiny random ``LlavaNextForConditionalGeneration`` (CLIP + Qwen2 and SigLIP + Qwen2, 32 px tiles,
+LLaVA-NeXT's five grids) is built from a config, imported at TP=1, and run on one batch from the
 batch builder (`model.batch.collate` with `data.tiling`) whose two rows hold images of
 different aspect ratios (so different grids and image-token counts): the logits equal
 transformers' (fp32, eager) on every real position, and the image positions carry no loss.
 Exported back, every HF tensor and the pinpoints are identical; ``verify`` passes on three
-non-square aspect ratios and fails on a copy with one weight perturbed.
+non-square aspect ratios and fails on a copy with one weight perturbed; a processor whose tile
+(``crop_size``, transformers' rule) is not the tower's size is refused at import.
 """
 import runpy
 import shutil
@@ -27,10 +28,12 @@ def _tool():
     return SimpleNamespace(**runpy.run_path(str(REPO / "tools" / "convert_checkpoint.py"), run_name="convert_tool"))
 
 
-@pytest.fixture(scope="module")
-def converted(tmp_path_factory):
-    d = tmp_path_factory.mktemp("anyres")
-    hf = make_hf_llava_next("qwen2", d / "hf")
+@pytest.fixture(scope="module", params=["qwen2", "siglip"], ids=["clip", "siglip"])
+def converted(request, tmp_path_factory):
+    """(directory, model) of a tiny random LLaVA-NeXT: CLIP + Qwen2, or SigLIP + Qwen2 (its processor's tile is
+    ``crop_size`` with no centre crop, as transformers reads it)."""
+    d = tmp_path_factory.mktemp(f"anyres_{request.param}")
+    hf = make_hf_llava_next(request.param, d / "hf")
     return d, hf
 
 
@@ -166,3 +169,21 @@ def test_tp2_and_pp2_conversion_logits_equal_and_round_trip_is_exact(mcore, conv
         sd0, sd1 = hf.state_dict(), back.state_dict()
         assert sd0.keys() == sd1.keys()
         assert [k for k in sd0 if not torch.equal(sd0[k], sd1[k])] == [], name
+
+
+def test_import_refuses_a_processor_whose_tiles_are_not_the_towers(mcore, converted, tmp_path):
+    """Without ``crop_size`` the LLaVA-NeXT processor cuts its class default (224 px) tiles: the converter names
+    the file instead of recording pixels that transformers would not make."""
+    import json
+
+    from megatron_sicog.conversion.hf_import import ConversionError, import_hf
+
+    d, _ = converted
+    bad = tmp_path / "hf"
+    shutil.copytree(d / "hf", bad)
+    f = bad / "preprocessor_config.json"
+    cfg = json.loads(f.read_text())
+    cfg.pop("crop_size")
+    f.write_text(json.dumps(cfg))
+    with pytest.raises(ConversionError, match="preprocessor_config.json.*224"):
+        import_hf(tmp_path / "ckpt", 1, 1, hf_path=bad, progress=False)

@@ -121,6 +121,32 @@ def test_hf_config_round_trip_and_processor_object():
         processing_from_llava_next({"image_processor_type": "CLIPImageProcessor"})
 
 
+def _siglip_hf(**crop):
+    return llava_next_processor_class()(size={"height": S, "width": S}, do_center_crop=False, image_mean=[0.5] * 3,
+                                        image_std=[0.5] * 3, image_grid_pinpoints=PINS, **crop)
+
+
+def test_siglip_style_processor_tiles_at_crop_size_as_transformers():
+    """No centre crop, ``size`` height x width: transformers still cuts tiles of ``crop_size`` (its rule)."""
+    hf = _siglip_hf(crop_size={"height": S, "width": S})
+    processing, pins = processing_from_llava_next({**hf.to_dict(), "image_processor_type": "LlavaNextImageProcessor"},
+                                                  S)
+    ours = Tiling(processing, pins, patch_size=8)
+    for image in _images(4):
+        want = hf(images=[image], return_tensors="pt")
+        got, sizes = ours([image])
+        assert torch.equal(sizes, want["image_sizes"])
+        assert torch.equal(got, want["pixel_values"][0, :got.shape[0]])
+    # without crop_size the class default (224) is the tile: pixels no S-px tower matches, refused by name
+    cfg = {**_siglip_hf().to_dict(), "image_processor_type": "LlavaNextImageProcessor"}
+    assert cfg["crop_size"] == {"height": 224, "width": 224}
+    with pytest.raises(ImageProcessorError, match="cuts 224 px tiles"):
+        processing_from_llava_next(cfg, S)
+    cfg.pop("crop_size")
+    with pytest.raises(ImageProcessorError, match="cuts 224 px tiles"):
+        processing_from_llava_next(cfg, S)
+
+
 def test_megatron_flags_turn_tiling_on():
     import argparse
 

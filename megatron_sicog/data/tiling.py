@@ -12,7 +12,9 @@ inputs; collation, generation, conversion and verification all ask it
   the whole image resized to S x S (no aspect kept); the tiles come from the image
   resized to fit the chosen resolution (``get_patch_output_size``: the scaled edge
   is ``ceil``-ed), zero-padded to it centred (the odd pixel at the bottom / right),
-  and cut row-major into S x S tiles. Every view then goes through the checkpoint's
+  and cut row-major into S x S tiles. transformers cuts tiles of ``crop_size`` when the config
+  has one, centre crop or not (`llava_next_tile_size`); a SigLIP-style processor (``size``
+  height x width, no crop) must say ``crop_size`` = S, else its tiles are the class default's. Every view then goes through the checkpoint's
   `ImageProcessing` (rescale, normalise). tests/test_tiling.py checks bit equality.
 * Tokens: the base view gives g*g features (g = S / patch); the tiles' features form
   a (rows*g) x (cols*g) map, unpadded back to the image's aspect (transformers'
@@ -328,8 +330,27 @@ def processing_from_llava_next(cfg: dict, image_size: Optional[int] = None) -> t
     cfg.pop("do_pad", None)  # batching pad of the tile dimension: no pixels change
     for k in ("size", "crop_size", "image_mean", "image_std", "resample", "do_center_crop"):
         cfg.setdefault(k, defaults.get(k))
+    tile = llava_next_tile_size(cfg["size"], cfg["crop_size"])
     cfg["image_processor_type"] = "CLIPImageProcessor"
-    return ImageProcessing.from_hf(cfg, image_size), [list(p) for p in pins]
+    processing = ImageProcessing.from_hf(cfg, image_size)
+    if processing.output_size != (tile, tile):
+        raise ImageProcessorError(
+            f"LlavaNextImageProcessor cuts {tile} px tiles (crop_size={cfg['crop_size']!r}, size={cfg['size']!r}: "
+            f"crop_size decides the tile even with do_center_crop={cfg['do_center_crop']!r}) but makes "
+            f"{processing.output_size} px views of them; set crop_size to the views' size")
+    return processing, [list(p) for p in pins]
+
+
+def llava_next_tile_size(size, crop_size) -> int:
+    """The edge of the tiles ``LlavaNextImageProcessor`` cuts from the padded image: ``crop_size['height']``
+    when there is one (whether or not it centre-crops), else ``size['height']``, else ``size['shortest_edge']``
+    (transformers' rule; a SigLIP-style processor without a centre crop still needs ``crop_size``)."""
+    crop = {"height": crop_size} if isinstance(crop_size, int) else dict(crop_size or {})
+    size = {"shortest_edge": size} if isinstance(size, int) else dict(size or {})
+    for value in (crop.get("height"), size.get("height"), size.get("shortest_edge")):
+        if value:
+            return int(value)
+    raise ImageProcessorError(f"LlavaNextImageProcessor size={size!r} crop_size={crop_size!r}: no tile size")
 
 
 def llava_next_processor_class():
