@@ -68,6 +68,26 @@ def test_sigterm_then_resume_equals_uninterrupted_run(tmp_path):
     assert (tmp_path / "resumed.png").exists()  # loss curve next to the JSON log
 
 
+def test_exit_signal_handler_flag(tmp_path):
+    """Megatron-LM's --exit-signal-handler is accepted (the default here); --no-exit-signal-handler
+    leaves SIGTERM its default action: the run dies at once, without a checkpoint."""
+    from megatron_sicog.training.arguments import parse_args
+
+    base = [*COMMON, "--train-iters", "1"]
+    assert parse_args(base).exit_signal_handler and parse_args([*base, "--exit-signal-handler"]).exit_signal_handler
+    save, log = tmp_path / "ckpt", tmp_path / "log.jsonl"
+    proc = subprocess.Popen(_cmd("--stage", "sft", "--train-iters", "10000", "--save", str(save),
+                                 "--log-json", str(log), "--no-exit-signal-handler"),
+                            cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not (log.exists() and _losses(log)):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=240)
+    assert proc.returncode == -signal.SIGTERM, (proc.returncode, out[-3000:])
+    assert "exiting at iteration" not in out and not (save / "latest_checkpointed_iteration.txt").exists()
+
+
 def test_dpo_margin_rises_and_loss_falls(tmp_path):
     """The --log-json record of every DPO iteration holds TRL DPOTrainer's metrics, consistent with each other."""
     log = tmp_path / "dpo.jsonl"

@@ -101,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--tensorboard-dir", default=None)
     g.add_argument("--loss-curve", default=None, help="PNG of the loss curve (default: next to --log-json)")
     g.add_argument("--exit-interval", type=int, default=None, help="stop (with a checkpoint) after this iteration")
+    g.add_argument("--exit-signal-handler", action=argparse.BooleanOptionalAction, default=True,
+                   help="SIGTERM/SIGUSR1: save a checkpoint at the next iteration boundary and exit 0 "
+                        "(Megatron-LM's flag, on by default here; --no-exit-signal-handler: the signals "
+                        "kill the run at once, no checkpoint)")
     add_model_args(p)
     add_debug_flag(p)
     return p

@@ -11,7 +11,8 @@ scheduler step, metrics, periodic eval and checkpoints.
 SIGTERM / SIGUSR1 (SLURM's ``--signal=USR1@N`` pre-emption warning) set a
 flag; at the next iteration boundary all ranks agree on it, save a checkpoint
 and exit with code 0, and ``--load`` of the same directory resumes the exact
-sample sequence.
+sample sequence (``--exit-signal-handler``, on by default;
+``--no-exit-signal-handler`` leaves the signals their default action).
 """
 from __future__ import annotations
 
@@ -91,8 +92,9 @@ class Trainer:
                                      args.log_interval, args.loss_curve, self.iteration,
                                      loss_keys=self.objective.loss_keys)
         self._signal = None
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
-            signal.signal(sig, self._on_signal)
+        if args.exit_signal_handler:
+            for sig in (signal.SIGTERM, signal.SIGUSR1):
+                signal.signal(sig, self._on_signal)
 
     # -- construction ------------------------------------------------------
     def _build_tokenizer(self):
